@@ -26,52 +26,240 @@ def _json_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_ops(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Compare every Poincaré-ball function of jax_impl.poincare with geoopt (torch_ref.poincare): "
+        "values and gradients (VJP with one random cotangent, w.r.t. every input and c), per input regime "
+        "(zero, origin, bulk, boundary, identical), c in {1e-3, 0.1, 1, 2, 10}, dims {2, 16, 128, 3706}. "
+        "An exact mpmath oracle judges float32 rows and every row where the sides disagree; rows where "
+        "geoopt itself is wrong are marked REF WRONG and pass only if JAX matches the oracle. "
+        "Exits 1 if any row fails."
+    )
     _dtype_arg(p)
     _json_arg(p)
+    p.add_argument("--functions", metavar="F1,F2", help="only these functions (comma-separated; default: all)")
+    p.add_argument("--regimes", metavar="R1,R2", help="only these regimes (zero,origin,bulk,boundary,identical)")
+    p.add_argument("--quick", action="store_true", help="dims {2, 16} and small batches (about a minute; a smoke test)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs and cotangents (default: 0)")
+    p.add_argument("--oracle", choices=("auto", "all"), default="auto",
+                   help="auto: oracle on float32 rows and on disagreeing float64 rows; all: on every row")
 
 
 def _add_optim(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Riemannian SGD and Adam, jax_impl.optim (optax) against geoopt 0.5.1, step by step. Both sides start "
+        "from the same 16 points on the Poincaré ball and a 4x6 Euclidean matrix (one optimizer for both), "
+        "minimise sum d_c(x, t)^2 + a weighted quadratic for 300 steps, and every parameter is compared after "
+        "every step, for c in {0.1, 1, 2}: SGD (plain, momentum, Nesterov, dampening, weight decay, stabilize, "
+        "schedule) and Adam (plain, AMSGrad, weight decay, stabilize, schedule), each with the retraction and "
+        "with the exact expmap. float64 passes at relative 1e-9 over all steps; float32 at 1e-4 over the first "
+        "100 steps (the whole-trajectory figure is reported). Exit status 1 if any row fails."
+    )
+    p.epilog = "example: poincare-parity optim --dtype both --json optim.json   (about 4 minutes on 2 CPU cores)"
     _dtype_arg(p)
     _json_arg(p)
+    p.add_argument("--configs", metavar="C1,C2",
+                   help="only these configurations (default: all): sgd, sgd-momentum, sgd-nesterov, sgd-dampening, "
+                        "sgd-weight-decay, sgd-stabilize, sgd-schedule, adam, adam-amsgrad, adam-weight-decay, "
+                        "adam-stabilize, adam-schedule")
+    p.add_argument("--variant", choices=("both", "retraction", "exact"), default="both",
+                   help="first-order retraction (PoincareBall), exact expmap (PoincareBallExact), or both (default)")
+    p.add_argument("--steps", type=int, default=300, help="optimizer steps per run (default: 300)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the start points and targets (default: 0)")
+    p.add_argument("--quick", action="store_true", help="c = 1 only and at most 100 steps (seconds per row)")
+    p.add_argument("--timing", action="store_true",
+                   help="also time one step on 10,000 ball points of dimension 64 (float32), JAX vs geoopt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _add_models(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Autoencoder parity, JAX vs PyTorch. forward: output, loss and every parameter's gradient for "
+        "each activation / loss / tied / dropout setting and the two ML-1M-sized preset models (float32 "
+        "rows add a float64 oracle arm). training: 3 epochs on ML-100K from the same weights and batches, "
+        "per-step loss and final weights. Exit status 1 if any row fails."
+    )
     _dtype_arg(p)
     _json_arg(p)
+    p.add_argument("--quick", action="store_true", help="forward suite on the small models only (seconds)")
+    p.add_argument("--no-training", action="store_true", help="skip the training-parity suite (needs no data)")
+    p.add_argument("--dataset", default="ml-100k",
+                   help="dataset name or local path for the training suite (default: ml-100k)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", choices=("ae", "hae"), default="ae", help="Euclidean or hyperbolic autoencoder")
+    p.description = (
+        "Train an autoencoder with JAX, PyTorch or both (same start weights, batches and dropout masks), "
+        "with per-epoch validation HR@10 / NDCG@10, atomic per-epoch checkpoints, early stopping on "
+        "validation HR@10, and test HR@10 / NDCG@10 with 95% CIs from the best validation epoch. "
+        "Writes reports/<run-name>/train.json. Exit status 3 if the loss became NaN or Inf."
+    )
+    p.epilog = "example: poincare-parity train --preset ae-neumf --framework both --seeds 0,1,2"
+    p.add_argument("--model", choices=("ae", "hae"), default=None,
+                   help="Euclidean or hyperbolic autoencoder (default: the preset's, else ae)")
     p.add_argument("--framework", choices=("jax", "torch", "both"), default="jax")
     p.add_argument("--dataset", default=None, help="dataset name or a local path (default: the preset's)")
-    p.add_argument("--protocol", choices=("seed", "neumf"), default=None)
-    p.add_argument("--preset", default=None, help="named configuration (see parity.config.PRESETS)")
+    p.add_argument("--protocol", choices=("seed", "neumf"), default=None,
+                   help="evaluation protocol (default: the preset's; neumf for ml-1m-neumf, else seed)")
+    p.add_argument("--preset", default=None, help="named configuration (see --list-presets)")
+    p.add_argument("--list-presets", action="store_true", help="print the presets and exit")
+    p.add_argument("--seeds", default=None, metavar="S[,S...]",
+                   help="seeds to run (start weights, batch order, dropout); several give mean and std")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None, help="learning rate")
+    p.add_argument("--dtype", choices=("float32", "float64"), default=None)
+    p.add_argument("--patience", type=int, default=None,
+                   help="early stopping: epochs without a better validation HR@10")
+    p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+                   help="override any configuration field, e.g. model.activation=tanh, "
+                        "model.layer_sizes=[0,600], train.dense_refeeding=true (repeatable)")
+    p.add_argument("--run-name", default=None, help="output folder name under reports/ (default: the preset's name)")
+    p.add_argument("--out", default=None, help="output folder (default: reports/<run-name>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the last checkpoint (same result as an uninterrupted run)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _json_arg(p)
 
 
 def _add_bench(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Training and inference throughput of each model preset at the dataset's width (ML-1M: 3,706 items) "
+        "and of one Riemannian optimizer step, in four arms measured side by side: PyTorch eager, "
+        "torch.compile, JAX jit (a jitted step per batch) and JAX scan (the whole epoch as one compiled "
+        "program). Every arm trains on the same batches and dropout masks as `train`; an epoch's time "
+        "includes the data feeding. Medians of --repeats epochs (round-robin over the arms) with min and max, "
+        "ratios pair by pair, compile time apart, peak memory, and a roofline: each framework's measured "
+        "matmul rate at the model's shapes and the fraction of it each arm reaches. Exit status 1 if an arm failed."
+    )
+    p.epilog = ("examples: poincare-parity bench --json bench.json   |   poincare-parity bench --quick   |   "
+                "poincare-parity bench --device gpu --json bench-gpu.json   |   "
+                "poincare-parity bench --presets ae-neumf --arms torch-eager,jax-scan --profile prof/")
+    p.add_argument("--presets", metavar="P1,P2", default=None,
+                   help="model presets to time (default: every preset of `train --list-presets`)")
+    p.add_argument("--arms", metavar="A1,A2", default=None,
+                   help="arms: torch-eager, torch-compile, jax-jit, jax-scan (default: all)")
+    p.add_argument("--optimizers", metavar="O1,O2", default=None, help="optimizer rows: sgd, adam (default: both)")
+    p.add_argument("--no-optimizer", action="store_true", help="skip the optimizer-step rows")
+    p.add_argument("--dataset", default="synthetic",
+                   help="data to train on: synthetic (ML-1M-shaped, generated, no network; default), a dataset "
+                        "name or a local path")
+    p.add_argument("--data-dir", metavar="DIR", default=None,
+                   help="data directory (default: $POINCARE_PARITY_DATA, else the user cache directory)")
+    p.add_argument("--users", type=int, default=None,
+                   help="train on the first N users only (an epoch = N users; default: all)")
+    p.add_argument("--repeats", type=int, default=None, help="timed epochs per arm (default: 5; --tiny: 2)")
+    p.add_argument("--steps", type=int, default=None, help="steps per isolated-step sample (default: 3)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                   help="gpu: both frameworks on CUDA (needs CUDA builds of torch and jax)")
+    p.add_argument("--gpu-matmul", choices=("float32", "tf32"), default="float32",
+                   help="GPU float32 matrix products: true float32 on both sides (default) or TF32 on both")
+    p.add_argument("--compile-mode", default=None,
+                   help="torch.compile mode, e.g. max-autotune-no-cudagraphs (default: torch's default)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the start weights, batches and masks (default: 0)")
+    p.add_argument("--quick", action="store_true",
+                   help="ML-1M shapes, but an epoch of the first 1,536 users (about 2 minutes on 2 cores)")
+    p.add_argument("--tiny", action="store_true", help="a toy dataset and model, 2 repeats (seconds; for tests)")
+    p.add_argument("--profile", metavar="DIR", default=None,
+                   help="also profile one more epoch per arm into DIR (torch op table, JAX trace)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _json_arg(p)
 
 
 def _add_report(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="*", help="JSON files written by ops/optim/models/train/bench")
+    p.description = (
+        "Collect the JSON written by ops, optim, models, train, data baselines, bench (and run) into "
+        "report.md (the verdict first: every parity suite, HR@10 of both frameworks for both models, the "
+        "throughput ratios; then tables), report.json and PNG plots (parity error per op and regime, optimizer "
+        "trajectory error, training curves of both frameworks, HR@10 / NDCG@10 with baselines and published "
+        "numbers, throughput bars with ratios). Inputs are recognised by their content."
+    )
+    p.epilog = ("examples: poincare-parity report reports/quick   |   "
+                "poincare-parity report ops.json models.json reports/ae-neumf/train.json bench.json --name mine")
+    p.add_argument("inputs", nargs="*",
+                   help="JSON files or folders (a folder: its *.json and */train.json; default: the output folder)")
+    p.add_argument("--name", default=None, help="write to reports/NAME (and call the report NAME)")
+    p.add_argument("--out", default=None, help="write to this folder (default: reports/NAME, or the one input folder)")
+    _json_arg(p)
 
 
 def _add_run(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quick", action="store_true", help="small settings: about 15 minutes on 2 CPU cores")
-    p.add_argument("--dataset", default="ml-1m-neumf")
+    p.description = (
+        "The whole job, end to end, into reports/<name>/: the dataset (downloaded on first use), every parity "
+        "suite (ops, optim, models), baselines (popularity, EASE), training of the Euclidean and the hyperbolic "
+        "autoencoder presets in JAX and PyTorch, the bench, and the report. Each stage runs as its own process; "
+        "a stage that fails is recorded (run.json, logs/) and shown in the report, and the run goes on. "
+        "Exit status 0 only if every stage ran and every check passed."
+    )
+    p.epilog = ("examples: poincare-parity run --quick   |   poincare-parity run --quick --dataset synthetic "
+                "(no network)   |   poincare-parity run --only ops,models")
+    p.add_argument("--quick", action="store_true",
+                   help="quick parity suites, 5 training epochs, 3 EASE lambdas, a 1,536-user bench: about 15 "
+                        "minutes on 2 CPU cores")
+    p.add_argument("--dataset", default="ml-1m-neumf",
+                   help="ml-1m-neumf (default, fetched on first use), synthetic (no network), another name or a path")
+    p.add_argument("--name", default=None, help="report name: reports/NAME (default: run-<dataset>[-quick])")
+    p.add_argument("--out", default=None, help="output folder (default: reports/NAME)")
+    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="device of the bench stage (default: cpu)")
+    p.add_argument("--seeds", default=None, metavar="S[,S...]", help="training seeds (default: the preset's, 0)")
+    p.add_argument("--only", default=None, metavar="STAGE[,...]",
+                   help="run only these stages (ops, optim, models, baselines, train-ae, train-hae, bench); "
+                        "the data check and the report always run")
+    p.add_argument("--skip", default=None, metavar="STAGE[,...]", help="skip these stages")
+    p.add_argument("--stage-timeout", type=float, default=None, metavar="SECONDS",
+                   help="stop a stage that runs longer than this (recorded as timeout)")
+    p.add_argument("--data-dir", metavar="DIR", default=None,
+                   help="data directory (default: $POINCARE_PARITY_DATA, else the user cache directory)")
+    p.add_argument("--quiet", action="store_true", help="do not echo the stages' output (it is still in logs/)")
+
+
+def _data_dir_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", metavar="DIR", default=None,
+                        help="data directory (default: $POINCARE_PARITY_DATA, else the user cache directory)")
 
 
 def _add_download(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default=None, help="one dataset (default: all)")
+    p.description = (
+        "Fetch MovieLens files from their public homes, each checked against a pinned sha256: ml-1m, "
+        "ml-100k, ml-latest-small (GroupLens zips) and ml-1m-neumf (the NeuMF authors' test files at a "
+        "pinned commit; the 2-column train file is derived from ml-1m.zip and checked against its hash). "
+        "A file that fails its check is removed. Offline, it says which file to fetch by hand and where to put it."
+    )
+    p.add_argument("--dataset", default=None, choices=("ml-1m", "ml-100k", "ml-latest-small", "ml-1m-neumf"),
+                   help="one dataset (default: all)")
+    _data_dir_arg(p)
+
+
+def _protocol_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True,
+                        help="ml-1m, ml-1m-neumf, ml-100k, ml-latest-small, synthetic, or a local path "
+                        "(folder, GroupLens zip, ratings file)")
+    parser.add_argument("--protocol", choices=("seed", "neumf"), default=None,
+                        help="evaluation protocol (default: neumf for implicit data such as ml-1m-neumf, else seed)")
+    parser.add_argument("--quantile", type=float, default=0.98,
+                        help="seed protocol: ratings at or after this time quantile are held out (default: 0.98)")
+    parser.add_argument("--validation-seed", type=int, default=0,
+                        help="neumf protocol: seed of the validation carve-out (default: 0)")
+    _data_dir_arg(parser)
 
 
 def _add_data(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="data_command", required=True, metavar="{info,baselines}")
-    info = sub.add_parser("info", help="counts, density, split sizes")
-    info.add_argument("--dataset", required=True)
-    base = sub.add_parser("baselines", help="popularity and EASE HR@10 / NDCG@10")
-    base.add_argument("--dataset", required=True)
+    info = sub.add_parser("info", help="counts, density, split sizes",
+                          description="Counts, density, dropped rows and the split sizes of one dataset under one protocol.")
+    _protocol_args(info)
+    _json_arg(info)
+    base = sub.add_parser("baselines", help="popularity and EASE HR@10 / NDCG@10",
+                          description="Item popularity and EASE on the test split, with 95%% intervals; EASE's "
+                          "lambda is tuned on the validation split (fitted on train minus validation), "
+                          "and --ease-lambda adds one fixed lambda.")
+    _protocol_args(base)
+    base.add_argument("--k", type=int, default=10, help="cut-off of HR@k and NDCG@k (default: 10)")
+    base.add_argument("--ease-lambda", type=float, default=None, metavar="LAMBDA",
+                      help="also report EASE with this fixed lambda (e.g. 500 for ml-1m-neumf)")
+    base.add_argument("--lambdas", type=float, nargs="*", default=None, metavar="LAMBDA",
+                      help="grid for tuning lambda on the validation split (default: 10 20 50 100 200 500 1000 2000 5000)")
     _json_arg(base)
 
 

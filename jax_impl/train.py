@@ -1,0 +1,199 @@
+"""Training and scoring for the autoencoders (JAX): a jitted step, and a whole epoch as one
+compiled program (`lax.scan` over the batches), consuming exactly the batches and dropout masks
+the caller hands in, in the order given, so that `torch_ref.train` can be fed the same.
+
+    euclidean_optimizer(config) -> optax.GradientTransformation     Adam / SGD, torch.optim semantics
+    StepMasks(input, code, refeed_input, refeed_code)                dropout keep-masks, None = off
+    Trainer(model, optimizer, *, dense_refeeding=False, apply_updates=optax.apply_updates)
+        .train_step(batch, masks) -> losses (k,)
+        .train_epoch(matrix, batches, masks) -> losses (n_steps, k)
+        .score(batch) -> outputs (no dropout)
+        .model, .params, .opt_state
+
+k is 1, or 2 with dense re-feeding (the second loss is the re-fed step's). The optimizer is an
+argument, so the hyperbolic model reuses all of this with a Riemannian optax transformation and
+its own `apply_updates`.
+
+A train step (DeepRecommender's, Kuchaiev & Ginsburg 2017):
+
+    y = model(x; masks);  loss(y, x);  one optimizer step
+    with dense re-feeding: x' = stop_gradient(y);  y' = model(x'; refeed masks);  loss(y', x');
+    a second optimizer step (x' is both the new input and the target)
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from parity.config import OptimizerConfig
+
+Array = jax.Array
+
+
+def euclidean_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
+    """optax's Adam or SGD with torch.optim's semantics for the same options.
+
+    Adam: optax.adam and torch.optim.Adam agree term for term (eps added after the bias-corrected
+    square root; both bias corrections). SGD: optax.sgd's trace starts from g, as torch's momentum
+    buffer does. weight_decay is torch's coupled L2 (wd * p added to the gradient before the
+    optimizer), i.e. optax.add_decayed_weights first in the chain.
+    """
+    if config.exact:
+        raise ValueError("OptimizerConfig.exact applies to Riemannian optimizers only")
+    if config.name == "adam":
+        if config.amsgrad:
+            # optax.amsgrad takes the running max of the bias-corrected second moment, torch of the
+            # raw one: the trajectories differ, so refuse rather than compare unlike things.
+            raise ValueError("amsgrad: optax and torch.optim differ (max before/after bias correction); "
+                             "use jax_impl.optim.riemannian_adam for geoopt's amsgrad")
+        transform = optax.adam(config.learning_rate, b1=config.b1, b2=config.b2, eps=config.eps)
+    elif config.name == "sgd":
+        if config.dampening:
+            raise ValueError("dampening: optax.sgd has none; use jax_impl.optim.riemannian_sgd")
+        if config.nesterov and config.momentum <= 0:
+            raise ValueError("nesterov needs momentum > 0 (as torch.optim.SGD requires)")
+        transform = optax.sgd(config.learning_rate, momentum=config.momentum or None, nesterov=config.nesterov)
+    else:
+        raise ValueError(f"unknown optimizer {config.name!r}: expected 'adam' or 'sgd'")
+    if config.weight_decay:
+        transform = optax.chain(optax.add_decayed_weights(config.weight_decay), transform)
+    return transform
+
+
+class StepMasks(NamedTuple):
+    """Dropout keep-masks (bool) for one step, or for a whole epoch stacked along the first axis in
+    the order the rows are consumed. None switches that dropout off."""
+
+    input: Any = None
+    code: Any = None
+    refeed_input: Any = None
+    refeed_code: Any = None
+
+
+def _loss_and_output(params, graphdef, rest, inputs, target, input_keep, code_keep):
+    model = nnx.merge(graphdef, params, rest)
+    output = model(inputs, input_keep=input_keep, code_keep=code_keep)
+    return model.loss(output, target), output
+
+
+# graphdef, optimizer, apply_updates and dense_refeeding are static: trainers that share them (same
+# model structure, same optimizer object) share the compiled programs
+_STATIC = ("graphdef", "optimizer", "apply_updates", "dense_refeeding")
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _train_step(params, opt_state, rest, batch, masks: StepMasks, *, graphdef, optimizer, apply_updates,
+                dense_refeeding):
+    grad_fn = jax.value_and_grad(_loss_and_output, has_aux=True)
+    (loss, output), grads = grad_fn(params, graphdef, rest, batch, batch, masks.input, masks.code)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    params = apply_updates(params, updates)
+    losses = [loss]
+    if dense_refeeding:
+        refed = jax.lax.stop_gradient(output)  # the re-fed output is both the new input and the target
+        (loss, _), grads = grad_fn(params, graphdef, rest, refed, refed, masks.refeed_input, masks.refeed_code)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = apply_updates(params, updates)
+        losses.append(loss)
+    return params, opt_state, jnp.stack(losses)
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _gather_step(params, opt_state, rest, matrix, rows, masks, **static):
+    return _train_step(params, opt_state, rest, matrix[rows], masks, **static)
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _scan_epoch(params, opt_state, rest, matrix, rows, masks, **static):
+    """rows: (n_steps, batch_size); masks: StepMasks of (n_steps, batch_size, width) arrays."""
+
+    def body(carry, step_inputs):
+        step_rows, step_masks = step_inputs
+        params, opt_state, losses = _gather_step(*carry, rest, matrix, step_rows, step_masks, **static)
+        return (params, opt_state), losses
+
+    (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), (rows, masks))
+    return params, opt_state, losses
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _forward(params, rest, batch, *, graphdef):
+    return nnx.merge(graphdef, params, rest)(batch)
+
+
+def _slice_masks(masks: StepMasks, start: int, stop: int) -> StepMasks:
+    return StepMasks(*(None if m is None else m[start:stop] for m in masks))
+
+
+def _stack_masks(masks: StepMasks, n_steps: int, batch_size: int) -> StepMasks:
+    return StepMasks(
+        *(None if m is None else jnp.reshape(m[: n_steps * batch_size], (n_steps, batch_size, -1)) for m in masks)
+    )
+
+
+class Trainer:
+    """Parameters and optimizer state of one model, and the compiled programs that update them."""
+
+    def __init__(self, model: nnx.Module, optimizer: optax.GradientTransformation, *, dense_refeeding: bool = False,
+                 apply_updates: Callable = optax.apply_updates):
+        self.graphdef, self.params, self.rest = nnx.split(model, nnx.Param, ...)
+        self.optimizer = optimizer
+        self.opt_state = optimizer.init(self.params)
+        self.dense_refeeding = dense_refeeding
+        self._static = dict(graphdef=self.graphdef, optimizer=optimizer, apply_updates=apply_updates,
+                            dense_refeeding=dense_refeeding)
+
+    @property
+    def model(self) -> nnx.Module:
+        """The model with the current parameters (a fresh module; editing it does not train)."""
+        return nnx.merge(self.graphdef, self.params, self.rest)
+
+    def train_step(self, batch, masks: StepMasks = StepMasks()) -> np.ndarray:
+        """One step (two with dense re-feeding) on a dense (batch, n_items) array; -> losses (k,)."""
+        masks = StepMasks(*(None if m is None else jnp.asarray(m) for m in masks))
+        self.params, self.opt_state, losses = _train_step(self.params, self.opt_state, self.rest, jnp.asarray(batch),
+                                                          masks, **self._static)
+        return np.asarray(losses)
+
+    def train_epoch(self, matrix, batches: Sequence[np.ndarray], masks: StepMasks = StepMasks()) -> np.ndarray:
+        """Train on `matrix[batch]` for each batch in order; -> losses (n_steps, k).
+
+        `matrix` is the dense (n_rows, n_items) training matrix, ideally already on the device
+        (`jnp.asarray` once, not per epoch); `masks` stack the keep-masks of the whole epoch along
+        the rows in the order consumed. The equal-sized batches run as one `lax.scan`; a short last
+        batch (or any batch of another size) runs as its own step, so the order never changes.
+        """
+        matrix = jnp.asarray(matrix)
+        masks = StepMasks(*(None if m is None else jnp.asarray(m) for m in masks))
+        sizes = [len(b) for b in batches]
+        if not batches:
+            return np.zeros((0, 2 if self.dense_refeeding else 1))
+        batch_size = sizes[0]
+        n_full = next((i for i, s in enumerate(sizes) if s != batch_size), len(sizes))
+        pieces = []
+        if n_full:
+            rows = jnp.asarray(np.stack(batches[:n_full]))
+            self.params, self.opt_state, losses = _scan_epoch(
+                self.params, self.opt_state, self.rest, matrix, rows, _stack_masks(masks, n_full, batch_size),
+                **self._static)
+            pieces.append(losses)
+        start = n_full * batch_size
+        for rows in batches[n_full:]:
+            step_masks = _slice_masks(masks, start, start + len(rows))
+            self.params, self.opt_state, losses = _gather_step(
+                self.params, self.opt_state, self.rest, matrix, jnp.asarray(rows), step_masks, **self._static)
+            pieces.append(losses[None])
+            start += len(rows)
+        return np.asarray(jnp.concatenate(pieces))
+
+    def score(self, batch) -> np.ndarray:
+        """Model outputs for a dense (batch, n_items) array, dropout off."""
+        return np.asarray(_forward(self.params, self.rest, jnp.asarray(batch), graphdef=self.graphdef))

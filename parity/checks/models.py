@@ -1,0 +1,424 @@
+"""Autoencoder parity, JAX (`jax_impl`) against PyTorch (`torch_ref`): `poincare-parity models`.
+
+Two suites, both in float64 (the proof) and float32 (what users run):
+
+forward   for a grid of model configurations (every activation, tied and untied, every loss, last
+          layer activation on and off, input and code dropout with shared keep-masks, and the two
+          ML-1M-sized models the presets train): the output, the loss, and the gradient of every
+          parameter, on random rating rows. float32 rows also carry a third arm: both sides'
+          errors against a float64 oracle evaluated on the same float32-rounded numbers.
+training  3 epochs on ML-100K, both sides fed the same batches in the same order from the same
+          weights (dropout off): every step's loss and the final weights.
+
+Error measure: `parity.checks.compare`, rel = |jax - ref| / max(|ref|, atol / rtol). Arrays carry
+an absolute floor proportional to their own largest element, because a gradient entry or an
+output that is a cancelling sum of many terms is small by accident and its relative error says
+nothing; the floors below were chosen from measured errors and are stated in each row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from parity.checks import ParityRecord, Tolerance, compare, merge
+from parity.config import ModelConfig, OptimizerConfig
+
+ACTIVATION_NAMES = ("selu", "elu", "relu", "lrelu", "tanh", "sigmoid", "swish", "identity")
+LOSS_NAMES = ("masked_mse", "dense_mse", "multinomial", "bce")
+
+# what, dtype -> (rtol, floor, why). Elements smaller than floor * max|ref| are compared absolutely
+# (against rtol * floor * max|ref|): an output or gradient entry that is a cancelling sum of many
+# terms is small by accident, and its relative error says nothing about the port.
+TOLERANCES = {
+    # float64: measured worst normwise difference 5e-15 (3706-wide layers), so entries down to 1e-3
+    # of the largest still read as <= 1e-11 relative
+    ("output", "float64"): (1e-10, 1e-3, "acceptance: float64 forward rel <= 1e-10"),
+    ("loss", "float64"): (1e-10, 0.0, "acceptance: float64 forward rel <= 1e-10"),
+    ("grad", "float64"): (1e-10, 1e-3, "acceptance: float64 gradients rel <= 1e-10"),
+    ("step_loss", "float64"): (1e-8, 0.0, "acceptance: training parity per-step loss rel <= 1e-8"),
+    ("weights", "float64"): (1e-8, 1e-3, "final weights after 3 epochs; measured <= 1e-10"),
+    # float32: each side differs from a float64 oracle by up to 7e-7 * max|ref| (3706-term sums
+    # summed in another order), so entries below a tenth of the largest are compared absolutely
+    ("output", "float32"): (1e-5, 1e-1, "acceptance: float32 forward rel <= 1e-5"),
+    ("loss", "float32"): (1e-5, 0.0, "acceptance: float32 forward rel <= 1e-5"),
+    ("grad", "float32"): (1e-4, 1e-1, "float32 gradients: measured <= 1.3e-5, both sides alike against the oracle"),
+    # float32 training drifts: Adam's early steps are about -lr * sign(g), and gradient entries that
+    # are cancelling sums flip sign under float32 rounding, in either library and against float64
+    # alike (see the oracle columns); measured on deeprec-adam: loss gap 1e-2 after 3 epochs, weights
+    # apart by up to 0.2 of the largest weight (entries driven by rounding noise, +-lr a step)
+    ("step_loss", "float32"): (5e-2, 0.0, "float32 training curve gap (reported); measured <= 1e-2"),
+    ("weights", "float32"): (0.5, 1.0, "float32 final weights, normwise (reported); measured <= 0.2"),
+}
+
+
+def tolerance(what: str, dtype: str, reference) -> Tolerance:
+    rtol, floor, why = TOLERANCES[(what, dtype)]
+    scale = float(np.max(np.abs(np.asarray(reference, np.float64)), initial=0.0))
+    reason = f"{why}; floor {floor:g} x max|ref|" if floor else why
+    return Tolerance(rtol=rtol, atol=max(rtol * floor * scale, 1e-300), reason=reason)
+
+
+def _record(check: str, dtype: str, comparison, tol: Tolerance, **extra) -> ParityRecord:
+    return ParityRecord(
+        check=check, dtype=dtype, max_abs_err=comparison.max_abs_err, max_rel_err=comparison.max_rel_err,
+        tolerance=tol.rtol, passed=comparison.passes(tol), atol=tol.atol,
+        nonfinite_jax=comparison.nonfinite_jax, nonfinite_ref=comparison.nonfinite_ref, note=tol.reason, extra=extra,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# forward / loss / gradient
+
+
+def forward_cases(large: bool = True) -> list[tuple[str, ModelConfig]]:
+    """Every activation once, each loss with a tied and an untied decoder, last-layer activation
+    on and off, input and code dropout on, L2 input normalization; plus the two preset-sized
+    ML-1M models."""
+    cases = []
+    for i, act in enumerate(ACTIVATION_NAMES):
+        loss = LOSS_NAMES[i % 4]
+        tied = (i // 4) % 2 == 1
+        sizes = (48, 32, 16, 8) if i % 2 else (48, 24, 12)
+        config = ModelConfig(layer_sizes=sizes, activation=act, tied=tied, loss=loss,
+                             last_layer_activation=i % 3 == 0, input_dropout=0.25, code_dropout=0.5)
+        cases.append((f"{act}-{'tied' if tied else 'untied'}-{loss}{'-lastact' if i % 3 == 0 else ''}", config))
+    cases.append(("tanh-untied-multinomial-l2", ModelConfig(layer_sizes=(48, 20), activation="tanh", loss="multinomial",
+                                                           input_dropout=0.5, input_normalization="l2")))
+    if large:
+        cases.append(("deeprec-3706", ModelConfig(layer_sizes=(3706, 512, 512, 1024), activation="selu",
+                                                  loss="masked_mse", code_dropout=0.8)))
+        cases.append(("mult-3706", ModelConfig(layer_sizes=(3706, 600), activation="tanh", loss="multinomial",
+                                               input_dropout=0.5)))
+    return cases
+
+
+def _random_batch(config: ModelConfig, rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
+    n_items, code = config.layer_sizes[0], config.layer_sizes[-1]
+    rated = rng.random((batch, n_items)) < (0.2 if n_items < 100 else 0.05)
+    values = rng.integers(1, 6, (batch, n_items)).astype(np.float64) if "mse" in config.loss else 1.0
+    return {
+        "x": rated * values,
+        "input_keep": rng.random((batch, n_items)) >= config.input_dropout,
+        "code_keep": rng.random((batch, code)) >= config.code_dropout,
+    }
+
+
+# Activations whose derivative jumps at 0: a float32 pre-activation within rounding of 0 may land on
+# either side, and either one-sided derivative is then right (measured: a SELU unit at 5e-7 flipped
+# a whole row of a 3706-wide model's float32 gradient). Batches are drawn away from the kink.
+KINKED = {"relu", "lrelu", "selu"}
+KINK_MARGIN = 1e-5
+
+
+def _pre_activations(config: ModelConfig, weights, inputs) -> list[np.ndarray]:
+    """Every layer's pre-activation in float64, from the reference model (forward hooks)."""
+    import torch
+
+    from parity import convert
+    from torch_ref.models import Affine
+
+    model = convert.torch_model(config, {k: v.astype("float64") for k, v in weights.items()}, "float64")
+    seen: list[np.ndarray] = []
+    for module in model.modules():
+        if isinstance(module, Affine):
+            module.register_forward_hook(lambda _m, _i, out: seen.append(out.detach().numpy()))
+    with torch.no_grad():
+        model(torch.as_tensor(inputs["x"], dtype=torch.float64), input_keep=torch.from_numpy(inputs["input_keep"]),
+              code_keep=torch.from_numpy(inputs["code_keep"]))
+    return seen
+
+
+def _draw_batch(config: ModelConfig, weights, rng: np.random.Generator, batch: int, tries: int = 50):
+    """A random batch none of whose pre-activations lies within KINK_MARGIN of a kinked
+    activation's kink (the next draw of the same generator otherwise)."""
+    for _ in range(tries):
+        inputs = _random_batch(config, rng, batch)
+        if config.activation not in KINKED:
+            return inputs
+        if all(np.min(np.abs(p), initial=np.inf) >= KINK_MARGIN for p in _pre_activations(config, weights, inputs)):
+            return inputs
+    raise RuntimeError(f"no batch without pre-activations near 0 in {tries} draws for {config}")
+
+
+def _run_jax(config: ModelConfig, weights, inputs, dtype: str):
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from parity import convert
+
+    model = convert.jax_model(config, weights, dtype)
+    graphdef, params = nnx.split(model, nnx.Param)
+
+    def loss_fn(p):
+        m = nnx.merge(graphdef, p)
+        out = m(jnp.asarray(inputs["x"], dtype), input_keep=jnp.asarray(inputs["input_keep"]),
+                code_keep=jnp.asarray(inputs["code_keep"]))
+        return m.loss(out, jnp.asarray(inputs["x"], dtype)), out
+
+    (loss, out), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params)
+    return np.asarray(out), float(loss), convert.extract_jax(grads)
+
+
+def _run_torch(config: ModelConfig, weights, inputs, dtype: str):
+    import torch
+
+    from parity import convert
+
+    model = convert.torch_model(config, weights, dtype)
+    x = torch.as_tensor(inputs["x"], dtype=getattr(torch, dtype))
+    out = model(x, input_keep=torch.from_numpy(inputs["input_keep"]), code_keep=torch.from_numpy(inputs["code_keep"]))
+    loss = model.loss(out, x)
+    loss.backward()
+    return out.detach().numpy(), float(loss.detach()), convert.extract_torch(model, grads=True)
+
+
+def _grad_comparisons(jax_grads: Mapping, ref_grads: Mapping, dtype: str):
+    comparisons, worst, tol_of = [], ("", -1.0), {}
+    for name, ref in ref_grads.items():
+        tol = tolerance("grad", dtype, ref)
+        c = compare(jax_grads[name], ref, tol)
+        comparisons.append(c)
+        tol_of[name] = tol
+        if c.max_rel_err > worst[1]:
+            worst = (name, c.max_rel_err)
+    return comparisons, worst[0], tol_of
+
+
+def forward_records(dtype: str, *, seed: int = 0, batch: int = 16, large: bool = True,
+                    only: Iterable[str] | None = None) -> list[ParityRecord]:
+    """Output, loss and gradients of every case (or of the cases named in `only`) in `dtype`;
+    float32 rows carry the oracle arm."""
+    records = []
+    for index, (name, config) in enumerate(forward_cases(large)):
+        if only is not None and name not in only:
+            continue
+        rng = np.random.default_rng([seed, index])  # a case's batch does not depend on which others ran
+        weights = {k: v.astype(dtype) for k, v in _init(config, seed + index).items()}
+        inputs = _draw_batch(config, weights, rng, batch)
+        inputs["x"] = inputs["x"].astype(dtype)
+        j_out, j_loss, j_grads = _run_jax(config, weights, inputs, dtype)
+        t_out, t_loss, t_grads = _run_torch(config, weights, inputs, dtype)
+        oracle = None
+        if dtype == "float32":  # the same float32 numbers, evaluated in float64
+            oracle = _run_torch(config, {k: v.astype("float64") for k, v in weights.items()},
+                                {**inputs, "x": inputs["x"].astype("float64")}, "float64")
+
+        def arms(what, got, ref, truth):
+            if truth is None:
+                return {}
+            tol = tolerance(what, dtype, truth)
+            return {"jax_vs_oracle": compare(got, truth, tol).max_rel_err,
+                    "ref_vs_oracle": compare(ref, truth, tol).max_rel_err}
+
+        tol = tolerance("output", dtype, t_out)
+        records.append(_record(f"forward/{name}/output", dtype, compare(j_out, t_out, tol), tol, case=name,
+                               **arms("output", j_out, t_out, oracle and oracle[0])))
+        tol = tolerance("loss", dtype, t_loss)
+        records.append(_record(f"forward/{name}/loss", dtype, compare(j_loss, t_loss, tol), tol, case=name,
+                               **arms("loss", j_loss, t_loss, oracle and oracle[1])))
+        comparisons, worst, tol_of = _grad_comparisons(j_grads, t_grads, dtype)
+        extra = {"case": name, "worst_parameter": worst, "n_parameters": len(t_grads)}
+        if oracle is not None:
+            extra["jax_vs_oracle"] = max(compare(j_grads[k], oracle[2][k], tol_of[k]).max_rel_err for k in t_grads)
+            extra["ref_vs_oracle"] = max(compare(t_grads[k], oracle[2][k], tol_of[k]).max_rel_err for k in t_grads)
+        worst_tol = tol_of[worst]
+        merged = merge(comparisons)
+        # each parameter passed against its own floor; the row passes only if all did
+        passed = all(c.passes(tol_of[k]) for c, k in zip(comparisons, t_grads))
+        record = _record(f"forward/{name}/grad", dtype, merged, worst_tol, **extra)
+        record.passed = passed
+        records.append(record)
+    return records
+
+
+def _init(config: ModelConfig, seed: int):
+    from parity import convert
+
+    return convert.init_weights(config, seed, bias_scale=0.1)
+
+
+# ---------------------------------------------------------------------------------------------
+# training parity
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingCase:
+    name: str
+    model: ModelConfig
+    optimizer: OptimizerConfig
+    implicit: bool  # train on the 0/1 matrix instead of the ratings
+    dense_refeeding: bool = False
+    batch_size: int = 128
+
+
+def training_cases(n_items: int) -> list[TrainingCase]:
+    """DeepRec (SELU, masked MSE, Adam), its tied dense re-feeding variant with SGD + momentum, and
+    the multinomial model of the neumf preset; dropout off (acceptance: same batches, no dropout)."""
+    return [
+        TrainingCase("deeprec-adam", ModelConfig(layer_sizes=(n_items, 512, 512, 1024), activation="selu",
+                                                 loss="masked_mse"),
+                     OptimizerConfig(name="adam", learning_rate=1e-3), implicit=False),
+        TrainingCase("deeprec-tied-refeed-sgd", ModelConfig(layer_sizes=(n_items, 256, 128), activation="elu",
+                                                             tied=True, loss="masked_mse"),
+                     OptimizerConfig(name="sgd", learning_rate=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-4),
+                     implicit=False, dense_refeeding=True),
+        TrainingCase("mult-adam", ModelConfig(layer_sizes=(n_items, 600), activation="tanh", loss="multinomial"),
+                     OptimizerConfig(name="adam", learning_rate=1e-3), implicit=True),
+    ]
+
+
+def train_side(framework: str, case: TrainingCase, matrix: np.ndarray, weights: Mapping[str, np.ndarray],
+               dtype: str, *, epochs: int = 3, seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Train one side from `weights` on the batches of `parity.data.batch_order(seed, epoch)`;
+    -> (losses (steps, k), final weights)."""
+    from parity import convert
+    from parity.data import batch_order
+
+    weights = {k: np.asarray(v).astype(dtype) for k, v in weights.items()}
+    dense = matrix.astype(dtype)
+    if framework == "jax":
+        import jax.numpy as jnp
+
+        import jax_impl.train as jt
+
+        trainer = jt.Trainer(convert.jax_model(case.model, weights, dtype), jt.euclidean_optimizer(case.optimizer),
+                             dense_refeeding=case.dense_refeeding)
+        device_matrix = jnp.asarray(dense)
+    else:
+        import torch
+
+        import torch_ref.train as tt
+
+        trainer = tt.Trainer(convert.torch_model(case.model, weights, dtype), tt.euclidean_optimizer(case.optimizer),
+                             dense_refeeding=case.dense_refeeding)
+        device_matrix = torch.from_numpy(dense)
+    losses = [trainer.train_epoch(device_matrix, batch_order(len(dense), case.batch_size, seed, epoch))
+              for epoch in range(epochs)]
+    final = convert.extract_jax(trainer.params) if framework == "jax" else convert.extract_torch(trainer.model)
+    return np.concatenate(losses), final
+
+
+def train_both(case: TrainingCase, matrix: np.ndarray, dtype: str, *, epochs: int = 3, seed: int = 0):
+    """Both sides from the same weights (`init_weights(case.model, seed)` in `dtype`), same batches."""
+    from parity import convert
+
+    weights = {k: v.astype(dtype) for k, v in convert.init_weights(case.model, seed).items()}
+    return (train_side("jax", case, matrix, weights, dtype, epochs=epochs, seed=seed),
+            train_side("torch", case, matrix, weights, dtype, epochs=epochs, seed=seed))
+
+
+def _weights_comparison(got: Mapping, ref: Mapping, dtype: str):
+    comparisons = {k: compare(got[k], ref[k], tolerance("weights", dtype, ref[k])) for k in ref}
+    worst = max(comparisons, key=lambda k: comparisons[k].max_rel_err)
+    passed = all(c.passes(tolerance("weights", dtype, ref[k])) for k, c in comparisons.items())
+    return merge(list(comparisons.values())), worst, passed
+
+
+def training_records(dtype: str, *, dataset: str = "ml-100k", data_dir=None, epochs: int = 3, seed: int = 0,
+                     cases: Iterable[str] | None = None, max_users: int | None = None) -> list[ParityRecord]:
+    """The training-parity suite on `dataset` (all users' rating rows; implicit cases use 0/1).
+
+    float32 rows carry the oracle arm: the float64 trajectory from the same float32-rounded start
+    (computed by the reference), and each side's distance to it in the same measure.
+    """
+    from parity import convert
+    from parity.data import dense_rows, load_dataset
+
+    data = load_dataset(dataset, data_dir)
+    ratings = data.matrix()
+    users = np.flatnonzero(np.diff(ratings.indptr) > 0)[:max_users]
+    records = []
+    for case in training_cases(data.n_items):
+        if cases is not None and case.name not in cases:
+            continue
+        matrix = dense_rows(ratings, users, np.float64)
+        if case.implicit:
+            matrix = (matrix != 0).astype(np.float64)
+        (j_loss, j_w), (t_loss, t_w) = train_both(case, matrix, dtype, epochs=epochs, seed=seed)
+        oracle = None
+        if dtype == "float32":
+            start = {k: v.astype(np.float32) for k, v in convert.init_weights(case.model, seed).items()}
+            oracle = train_side("torch", case, matrix.astype(np.float32), start, "float64", epochs=epochs, seed=seed)
+        steps_per_epoch = len(j_loss) // epochs
+        per_epoch = lambda a: [float(v) for v in a[:, 0].reshape(epochs, steps_per_epoch).mean(axis=1)]
+        gap = np.abs(j_loss - t_loss) / np.abs(t_loss)
+        tol = tolerance("step_loss", dtype, t_loss)
+        extra = dict(case=case.name, dataset=dataset, epochs=epochs, steps=int(j_loss.shape[0]), n_users=int(len(users)),
+                     jax_epoch_loss=per_epoch(j_loss), ref_epoch_loss=per_epoch(t_loss),
+                     epoch_max_gap=[float(v) for v in gap[:, 0].reshape(epochs, steps_per_epoch).max(axis=1)])
+        if oracle is not None:
+            extra.update(jax_vs_oracle=compare(j_loss, oracle[0], tol).max_rel_err,
+                         ref_vs_oracle=compare(t_loss, oracle[0], tol).max_rel_err)
+        records.append(_record(f"training/{case.name}/step_loss", dtype, compare(j_loss, t_loss, tol), tol, **extra))
+
+        merged, worst, passed = _weights_comparison(j_w, t_w, dtype)
+        extra = dict(case=case.name, worst_parameter=worst)
+        if oracle is not None:
+            extra.update(jax_vs_oracle=_weights_comparison(j_w, oracle[1], dtype)[0].max_rel_err,
+                         ref_vs_oracle=_weights_comparison(t_w, oracle[1], dtype)[0].max_rel_err)
+        record = _record(f"training/{case.name}/weights", dtype, merged, tolerance("weights", dtype, t_w[worst]), **extra)
+        record.passed = passed
+        records.append(record)
+    return records
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
+def _table(records: list[ParityRecord]) -> str:
+    head = f"{'check':<52} {'dtype':<8} {'max abs err':>11} {'max rel err':>11} {'tolerance':>9} {'oracle j/ref':>17}  pass"
+    lines = [head, "-" * len(head)]
+    for r in records:
+        oracle = ""
+        if "jax_vs_oracle" in r.extra:
+            oracle = f"{r.extra['jax_vs_oracle']:.1e}/{r.extra['ref_vs_oracle']:.1e}"
+        lines.append(f"{r.check:<52} {r.dtype:<8} {r.max_abs_err:>11.2e} {r.max_rel_err:>11.2e} {r.tolerance:>9.0e} "
+                     f"{oracle:>17}  {'ok' if r.passed else 'FAIL'}")
+    return "\n".join(lines)
+
+
+def run(dtypes: Iterable[str], *, training: bool = True, large: bool = True, dataset: str = "ml-100k",
+        data_dir=None, progress: bool = True) -> list[ParityRecord]:
+    import jax
+
+    from tqdm import tqdm
+
+    dtypes = list(dtypes)
+    if "float64" in dtypes:
+        jax.config.update("jax_enable_x64", True)
+    jobs = [("forward", d) for d in dtypes] + ([("training", d) for d in dtypes] if training else [])
+    records = []
+    for suite, dtype in tqdm(jobs, desc="models parity", disable=not progress, file=sys.stderr):
+        if suite == "forward":
+            records += forward_records(dtype, large=large)
+        else:
+            records += training_records(dtype, dataset=dataset, data_dir=data_dir)
+    return records
+
+
+def cli(args) -> int:
+    from parity.data import DataError
+
+    dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]
+    start = time.perf_counter()
+    try:
+        records = run(dtypes, training=not args.no_training, large=not args.quick, dataset=args.dataset,
+                      progress=not args.no_progress)
+    except DataError as error:
+        print(f"poincare-parity models: {error}\n(use --no-training to run the forward suite alone)", file=sys.stderr)
+        return 2
+    print(_table(records))
+    failed = [r for r in records if not r.passed]
+    print(f"\n{len(records) - len(failed)}/{len(records)} rows pass ({time.perf_counter() - start:.0f} s)")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"suite": "models", "records": [r.to_dict() for r in records]}, handle, indent=1)
+    return 1 if failed else 0

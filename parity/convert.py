@@ -1,0 +1,257 @@
+"""Whole weight sets between frameworks, with numpy in the middle and canonical names.
+
+A weight set is a dict `{canonical name: numpy array}`. Canonical names are the dotted module
+paths both sides produce on their own (`encoder.0.weight`, `decoder.1.bias`, ...: torch's
+`named_parameters()` and the joined NNX state path agree), and every weight matrix is stored
+(out, in), as torch.nn.Linear stores it. So a weight set can be loaded into either framework
+and read back from either without renaming or transposing.
+
+    parameter_shapes(config)               {name: shape} in canonical order
+    init_weights(config, seed)             a fresh weight set (numpy float64), the one start both sides share
+    load_jax(model_or_state, weights)      write a weight set into an NNX module or nnx.State (in place)
+    extract_jax(model_or_state)            read one back (also works on a gradient State)
+    load_torch(module, weights)            write into a torch module (in place, under no_grad)
+    extract_torch(module, grads=False)     read one back, or the .grad of every parameter
+
+Optimizer states, for checkpoints (flat `{key: array}` dicts, so they fit in one .npz):
+
+    jax_tree_to_arrays(tree) / jax_tree_from_arrays(template, arrays)
+    torch_optimizer_to_arrays(optimizer) / torch_optimizer_from_arrays(optimizer, arrays)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+import numpy as np
+
+from parity.config import ModelConfig
+
+# ---------------------------------------------------------------------------------------------
+# canonical names and the shared start
+
+
+def _ae_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    sizes = tuple(config.layer_sizes)
+    back = sizes[::-1]
+    shapes: dict[str, tuple[int, ...]] = {}
+    for i in range(len(sizes) - 1):
+        shapes[f"encoder.{i}.weight"] = (sizes[i + 1], sizes[i])
+        shapes[f"encoder.{i}.bias"] = (sizes[i + 1],)
+    for i in range(len(back) - 1):
+        if not config.tied:
+            shapes[f"decoder.{i}.weight"] = (back[i + 1], back[i])
+        shapes[f"decoder.{i}.bias"] = (back[i + 1],)
+    return shapes
+
+
+# model kind -> canonical {name: shape}; a new model registers its own here
+PARAMETER_SHAPES = {"ae": _ae_shapes}
+
+
+def parameter_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    try:
+        return PARAMETER_SHAPES[config.kind](config)
+    except KeyError:
+        raise ValueError(f"no canonical parameter layout for model kind {config.kind!r}") from None
+
+
+def init_weights(config: ModelConfig, seed: int, *, bias_scale: float = 0.0) -> dict[str, np.ndarray]:
+    """Xavier-uniform weights U(-a, a), a = sqrt(6 / (fan_in + fan_out)), biases 0 (DeepRecommender's
+    init), drawn in float64 from `np.random.default_rng(seed)` in canonical order.
+
+    `bias_scale` > 0 draws biases from U(-bias_scale, bias_scale) instead: the parity checks use it
+    so that a bias mix-up cannot hide behind zeros. Cast with `astype` for float32 runs: both
+    sides then start from the same rounded values.
+    """
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for name, shape in parameter_shapes(config).items():
+        if name.endswith("weight"):
+            fan_out, fan_in = shape
+            limit = np.sqrt(6.0 / (fan_in + fan_out))
+            weights[name] = rng.uniform(-limit, limit, size=shape)
+        elif bias_scale > 0:
+            weights[name] = rng.uniform(-bias_scale, bias_scale, size=shape)
+        else:
+            weights[name] = np.zeros(shape)
+    return weights
+
+
+def _check_names(have: Mapping[str, object], want: Mapping[str, object], where: str) -> None:
+    if set(have) != set(want):
+        missing = sorted(set(want) - set(have))
+        extra = sorted(set(have) - set(want))
+        raise KeyError(f"{where}: weight names differ; missing {missing}, unexpected {extra}")
+
+
+# ---------------------------------------------------------------------------------------------
+# JAX (flax.nnx)
+
+
+def _jax_params(model_or_state):
+    from flax import nnx
+
+    if isinstance(model_or_state, nnx.State):
+        return model_or_state
+    return nnx.state(model_or_state, nnx.Param)
+
+
+def _jax_name(path) -> str:
+    return ".".join(str(part) for part in path)
+
+
+def extract_jax(model_or_state) -> dict[str, np.ndarray]:
+    """{canonical name: numpy array} of an NNX module's parameters, or of any parameter State
+    (e.g. a gradient)."""
+    state = _jax_params(model_or_state)
+    return {_jax_name(path): np.asarray(variable[...]) for path, variable in state.flat_state()}
+
+
+def load_jax(model_or_state, weights: Mapping[str, np.ndarray]) -> None:
+    """Write `weights` into the module's (or State's) parameters in place, keeping each parameter's
+    dtype; shapes must match exactly."""
+    import jax.numpy as jnp
+
+    state = _jax_params(model_or_state)
+    flat = dict((_jax_name(path), variable) for path, variable in state.flat_state())
+    _check_names(weights, flat, "load_jax")
+    for name, variable in flat.items():
+        value = np.asarray(weights[name])
+        if value.shape != variable.shape:
+            raise ValueError(f"load_jax: {name} has shape {value.shape}, the model wants {variable.shape}")
+        variable[...] = jnp.asarray(value, dtype=variable.dtype)  # nnx.state shares the module's Variables
+
+
+# ---------------------------------------------------------------------------------------------
+# PyTorch
+
+
+def extract_torch(module, *, grads: bool = False) -> dict[str, np.ndarray]:
+    """{canonical name: numpy array} of a torch module's parameters (copies), or of their `.grad`
+    (a parameter without a gradient gives zeros, as JAX's grad would)."""
+    import torch
+
+    out = {}
+    for name, parameter in module.named_parameters():
+        tensor = parameter.grad if grads else parameter
+        if tensor is None:
+            tensor = torch.zeros_like(parameter)
+        out[name] = tensor.detach().cpu().numpy().copy()
+    return out
+
+
+def load_torch(module, weights: Mapping[str, np.ndarray]) -> None:
+    """Write `weights` into the module's parameters in place, keeping each parameter's dtype."""
+    import torch
+
+    named = dict(module.named_parameters())
+    _check_names(weights, named, "load_torch")
+    with torch.no_grad():
+        for name, parameter in named.items():
+            value = np.asarray(weights[name])
+            if value.shape != tuple(parameter.shape):
+                raise ValueError(f"load_torch: {name} has shape {value.shape}, the model wants {tuple(parameter.shape)}")
+            parameter.copy_(torch.as_tensor(value, dtype=parameter.dtype))
+
+
+# ---------------------------------------------------------------------------------------------
+# optimizer states (checkpoints)
+
+
+def jax_tree_to_arrays(tree, prefix: str = "opt") -> dict[str, np.ndarray]:
+    """Leaves of any pytree (an optax state) as `{prefix/i: array}` in tree order."""
+    import jax
+
+    return {f"{prefix}/{i}": np.asarray(leaf) for i, leaf in enumerate(jax.tree.leaves(tree))}
+
+
+def jax_tree_from_arrays(template, arrays: Mapping[str, np.ndarray], prefix: str = "opt"):
+    """Inverse of `jax_tree_to_arrays`, shaped by `template` (e.g. `optimizer.init(params)`)."""
+    import jax
+    import jax.numpy as jnp
+
+    leaves, treedef = jax.tree.flatten(template)
+    keys = [f"{prefix}/{i}" for i in range(len(leaves))]
+    stored = sorted(k for k in arrays if k.startswith(prefix + "/"))
+    if sorted(keys) != stored:
+        raise KeyError(f"optimizer state has {len(stored)} arrays, this optimizer wants {len(leaves)}")
+    restored = []
+    for key, leaf in zip(keys, leaves):
+        value = np.asarray(arrays[key])
+        if value.shape != np.shape(leaf):
+            raise ValueError(f"optimizer state {key}: shape {value.shape}, wanted {np.shape(leaf)}")
+        restored.append(jnp.asarray(value, dtype=jnp.asarray(leaf).dtype))
+    return jax.tree.unflatten(treedef, restored)
+
+
+def torch_optimizer_to_arrays(optimizer, prefix: str = "opt") -> dict[str, np.ndarray]:
+    """A torch optimizer's state_dict as flat arrays: tensors under `prefix/state/<index>/<key>`,
+    everything else (param_groups, plain numbers) as JSON under `prefix/json`."""
+    import torch
+
+    state_dict = optimizer.state_dict()
+    arrays: dict[str, np.ndarray] = {}
+    plain: dict[str, dict] = {}
+    for index, per_param in state_dict["state"].items():
+        for key, value in per_param.items():
+            if isinstance(value, torch.Tensor):
+                arrays[f"{prefix}/state/{index}/{key}"] = value.detach().cpu().numpy().copy()
+            else:
+                plain.setdefault(str(index), {})[key] = value
+    meta = {"param_groups": state_dict["param_groups"], "plain_state": plain}
+    arrays[f"{prefix}/json"] = np.array(json.dumps(meta))
+    return arrays
+
+
+def torch_optimizer_from_arrays(optimizer, arrays: Mapping[str, np.ndarray], prefix: str = "opt") -> None:
+    """Inverse of `torch_optimizer_to_arrays`: loads the state into `optimizer` (built on the same
+    parameters)."""
+    import torch
+
+    meta = json.loads(str(arrays[f"{prefix}/json"]))
+    state: dict[int, dict] = {}
+    for key, value in arrays.items():
+        parts = key.split("/")
+        if len(parts) == 4 and parts[0] == prefix and parts[1] == "state":
+            state.setdefault(int(parts[2]), {})[parts[3]] = torch.from_numpy(np.array(value))
+    for index, values in meta["plain_state"].items():
+        state.setdefault(int(index), {}).update(values)
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+# ---------------------------------------------------------------------------------------------
+# whole models from a weight set
+
+
+def _model_class(framework: str, kind: str):
+    if framework == "jax":
+        from jax_impl import models
+    else:
+        from torch_ref import models
+    classes = {"ae": "AutoEncoder", "hae": "HyperbolicAutoEncoder"}
+    if kind not in classes or not hasattr(models, classes[kind]):
+        raise ValueError(f"no {framework} model for kind {kind!r}")
+    return getattr(models, classes[kind])
+
+
+def jax_model(config: ModelConfig, weights: Mapping[str, np.ndarray], dtype: str = "float32"):
+    """The NNX model for `config` in `dtype`, holding `weights` (float64 JAX needs x64 switched on)."""
+    import jax
+    import jax.numpy as jnp
+
+    if dtype == "float64" and not jax.config.jax_enable_x64:
+        raise RuntimeError("float64 JAX needs jax.config.update('jax_enable_x64', True) first")
+    model = _model_class("jax", config.kind)(config, dtype=jnp.dtype(dtype))
+    load_jax(model, weights)
+    return model
+
+
+def torch_model(config: ModelConfig, weights: Mapping[str, np.ndarray], dtype: str = "float32", device=None):
+    """The torch model for `config` in `dtype` (on `device`), holding `weights`."""
+    import torch
+
+    model = _model_class("torch", config.kind)(config, dtype=getattr(torch, dtype))
+    load_torch(model, weights)
+    return model.to(device) if device is not None else model

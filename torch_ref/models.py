@@ -1,0 +1,225 @@
+"""Autoencoders for collaborative filtering, in PyTorch: the reference for `jax_impl.models`.
+
+`AutoEncoder` is the Euclidean model of Kuchaiev & Ginsburg 2017 ("Training deep autoencoders for
+collaborative filtering", NVIDIA DeepRecommender): a user's row of the rating matrix goes in,
+the same row comes out.
+
+    encoder  h_0 = drop(n(x)),  h_l = f(W_l h_{l-1} + b_l)       l = 1..L,  z = drop(h_L)
+    decoder  d_0 = z,        d_l = f(V_l d_{l-1} + c_l)          V_l = W_{L+1-l}^T when tied
+    output   d_L, with f on the last layer only if `last_layer_activation`
+    n(x)     x / ||x||_2 with `input_normalization="l2"` (Mult-DAE, Liang et al. 2018), else x
+
+Same names, same parameter layout (`encoder.{l}.weight` of shape (out, in), ...), same explicit
+dropout keep-masks as the JAX side; torch's own functional ops compute everything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from parity.config import ModelConfig
+
+# Both frameworks must use one definition of every constant: torch's F.leaky_relu default slope.
+LEAKY_RELU_SLOPE = 0.01
+# SELU's fixed point constants (Klambauer et al. 2017), as jax.nn.selu and torch's F.selu use them.
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+# ---------------------------------------------------------------------------------------------
+# activations
+
+
+def selu(x: Tensor) -> Tensor:
+    """selu(x) = scale * (x if x > 0 else alpha * (exp(x) - 1))."""
+    return F.selu(x)
+
+
+def elu(x: Tensor) -> Tensor:
+    """elu(x) = x if x > 0 else exp(x) - 1."""
+    return F.elu(x)
+
+
+def relu(x: Tensor) -> Tensor:
+    """relu(x) = max(x, 0); derivative 0 at 0."""
+    return F.relu(x)
+
+
+def lrelu(x: Tensor) -> Tensor:
+    """lrelu(x) = x if x > 0 else 0.01 x; derivative 0.01 at 0."""
+    return F.leaky_relu(x, negative_slope=LEAKY_RELU_SLOPE)
+
+
+def tanh(x: Tensor) -> Tensor:
+    """tanh(x)."""
+    return torch.tanh(x)
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    """sigmoid(x) = 1 / (1 + exp(-x))."""
+    return torch.sigmoid(x)
+
+
+def swish(x: Tensor) -> Tensor:
+    """swish(x) = x * sigmoid(x) (DeepRecommender's definition; SiLU)."""
+    return x * torch.sigmoid(x)
+
+
+def identity(x: Tensor) -> Tensor:
+    """identity(x) = x."""
+    return x
+
+
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "selu": selu,
+    "elu": elu,
+    "relu": relu,
+    "lrelu": lrelu,
+    "tanh": tanh,
+    "sigmoid": sigmoid,
+    "swish": swish,
+    "identity": identity,
+}
+
+
+def activation(name: str) -> Callable[[Tensor], Tensor]:
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# losses: (output, target) of shape (batch, n_items) -> scalar
+
+
+def masked_mse(output: Tensor, target: Tensor) -> Tensor:
+    """sum over rated entries (target != 0) of (output - target)^2, divided by their count.
+
+    The DeepRecommender loss (the seed's equation 1). An all-zero batch counts as one rating,
+    so the loss is 0, not 0/0.
+    """
+    mask = (target != 0).to(output.dtype)
+    count = torch.clamp(torch.sum(mask), min=1.0)
+    return torch.sum(torch.square((output - target) * mask)) / count
+
+
+def dense_mse(output: Tensor, target: Tensor) -> Tensor:
+    """mean over every entry of (output - target)^2."""
+    return torch.mean(torch.square(output - target))
+
+
+def multinomial_nll(output: Tensor, target: Tensor) -> Tensor:
+    """-(1/B) sum_u sum_i target_ui * log_softmax(output_u)_i: the multinomial likelihood of
+    Liang et al. 2018, `output` read as logits."""
+    return -torch.mean(torch.sum(F.log_softmax(output, dim=-1) * target, dim=-1))
+
+
+def binary_cross_entropy(output: Tensor, target: Tensor) -> Tensor:
+    """(1/B) sum_u sum_i [(1 - t) z - log sigmoid(z)]: Bernoulli likelihood per user, z = `output`
+    read as logits, t in [0, 1]; torch's binary_cross_entropy_with_logits, summed over items."""
+    return F.binary_cross_entropy_with_logits(output, target, reduction="sum") / output.shape[0]
+
+
+LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "masked_mse": masked_mse,
+    "dense_mse": dense_mse,
+    "multinomial": multinomial_nll,
+    "bce": binary_cross_entropy,
+}
+
+
+def loss_function(name: str) -> Callable[[Tensor, Tensor], Tensor]:
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise ValueError(f"unknown loss {name!r}; known: {sorted(LOSSES)}") from None
+
+
+NORM_EPS = 1e-12  # torch.nn.functional.normalize's default: an all-zero row stays zero
+
+
+def normalize_rows(x: Tensor) -> Tensor:
+    """x / max(||x||_2, 1e-12), row by row (last axis)."""
+    return F.normalize(x, p=2.0, dim=-1, eps=NORM_EPS)
+
+
+def dropout(x: Tensor, keep: Tensor | None, rate: float) -> Tensor:
+    """Inverted dropout: x * keep / (1 - rate); `keep` None means no dropout (evaluation)."""
+    if keep is None or rate == 0.0:
+        return x
+    return x * keep.to(x.dtype) / (1.0 - rate)
+
+
+# ---------------------------------------------------------------------------------------------
+# layers and the model
+
+
+class Affine(nn.Module):
+    """y = x W^T + b with W of shape (out, in); a tied layer has no W and borrows one, transposed."""
+
+    def __init__(self, in_features: int, out_features: int, *, tied: bool = False, dtype=torch.float32):
+        super().__init__()
+        if tied:
+            self.register_parameter("weight", None)
+        else:
+            self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=dtype))
+            nn.init.xavier_uniform_(self.weight)
+        self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype))
+
+    def forward(self, x: Tensor, tied_weight: Tensor | None = None) -> Tensor:
+        if self.weight is not None:
+            return F.linear(x, self.weight, self.bias)
+        return F.linear(x, tied_weight.T, self.bias)  # tied_weight is the encoder's (in, out) = our W^T
+
+
+class AutoEncoder(nn.Module):
+    """DeepRecommender autoencoder; see the module docstring for the equations."""
+
+    def __init__(self, config: ModelConfig, *, dtype=torch.float32):
+        super().__init__()
+        if config.kind != "ae":
+            raise ValueError(f"AutoEncoder needs ModelConfig(kind='ae'), got kind={config.kind!r}")
+        if len(config.layer_sizes) < 2:
+            raise ValueError(f"layer_sizes needs at least (n_items, code_size), got {config.layer_sizes}")
+        activation(config.activation), loss_function(config.loss)  # fail early on a typo
+        if config.input_normalization not in ("none", "l2"):
+            raise ValueError(f"input_normalization must be 'none' or 'l2', got {config.input_normalization!r}")
+        config = dataclasses.replace(config, layer_sizes=tuple(config.layer_sizes))  # hashable: a static of jit
+        self.config = config
+        sizes = config.layer_sizes
+        back = sizes[::-1]
+        self.encoder = nn.ModuleList([Affine(sizes[i], sizes[i + 1], dtype=dtype) for i in range(len(sizes) - 1)])
+        self.decoder = nn.ModuleList(
+            [Affine(back[i], back[i + 1], tied=config.tied, dtype=dtype) for i in range(len(back) - 1)]
+        )
+
+    def encode(self, x: Tensor, *, input_keep: Tensor | None = None, code_keep: Tensor | None = None) -> Tensor:
+        f = activation(self.config.activation)
+        h = normalize_rows(x) if self.config.input_normalization == "l2" else x
+        h = dropout(h, input_keep, self.config.input_dropout)
+        for layer in self.encoder:
+            h = f(layer(h))
+        return dropout(h, code_keep, self.config.code_dropout)
+
+    def decode(self, z: Tensor) -> Tensor:
+        f = activation(self.config.activation)
+        last = len(self.decoder) - 1
+        d = z
+        for index, layer in enumerate(self.decoder):
+            tied_weight = self.encoder[last - index].weight if self.config.tied else None
+            d = layer(d, tied_weight)
+            if index != last or self.config.last_layer_activation:
+                d = f(d)
+        return d
+
+    def forward(self, x: Tensor, *, input_keep: Tensor | None = None, code_keep: Tensor | None = None) -> Tensor:
+        return self.decode(self.encode(x, input_keep=input_keep, code_keep=code_keep))
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        return loss_function(self.config.loss)(output, target)

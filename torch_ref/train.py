@@ -1,0 +1,126 @@
+"""Training and scoring for the autoencoders (PyTorch eager): the reference for `jax_impl.train`,
+consuming exactly the batches and dropout masks the caller hands in, in the order given.
+
+    euclidean_optimizer(config) -> factory(params) -> torch.optim.Adam / SGD
+    StepMasks(input, code, refeed_input, refeed_code)                dropout keep-masks, None = off
+    Trainer(model, optimizer, *, dense_refeeding=False)              optimizer: a factory(params)
+        .train_step(batch, masks) -> losses (k,)
+        .train_epoch(matrix, batches, masks) -> losses (n_steps, k)
+        .score(batch) -> outputs (no dropout)
+        .model, .optimizer
+
+A train step (DeepRecommender's, Kuchaiev & Ginsburg 2017):
+
+    y = model(x; masks);  loss(y, x);  one optimizer step
+    with dense re-feeding: x' = y.detach();  y' = model(x'; refeed masks);  loss(y', x');
+    a second optimizer step (x' is both the new input and the target)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from parity.config import OptimizerConfig
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+def euclidean_optimizer(config: OptimizerConfig) -> OptimizerFactory:
+    """torch.optim.Adam or SGD from the options `jax_impl.train.euclidean_optimizer` reads."""
+    if config.exact:
+        raise ValueError("OptimizerConfig.exact applies to Riemannian optimizers only")
+    if config.name == "adam":
+        if config.amsgrad:
+            raise ValueError("amsgrad: optax and torch.optim differ (max before/after bias correction); "
+                             "use torch_ref.optim's Riemannian Adam for geoopt's amsgrad")
+        return lambda params: torch.optim.Adam(params, lr=config.learning_rate, betas=(config.b1, config.b2),
+                                               eps=config.eps, weight_decay=config.weight_decay)
+    if config.name == "sgd":
+        if config.dampening:
+            raise ValueError("dampening: optax.sgd has none; use torch_ref.optim's Riemannian SGD")
+        if config.nesterov and config.momentum <= 0:
+            raise ValueError("nesterov needs momentum > 0 (as torch.optim.SGD requires)")
+        return lambda params: torch.optim.SGD(params, lr=config.learning_rate, momentum=config.momentum,
+                                              nesterov=config.nesterov, weight_decay=config.weight_decay)
+    raise ValueError(f"unknown optimizer {config.name!r}: expected 'adam' or 'sgd'")
+
+
+class StepMasks(NamedTuple):
+    """Dropout keep-masks (bool) for one step, or for a whole epoch stacked along the first axis in
+    the order the rows are consumed. None switches that dropout off."""
+
+    input: Any = None
+    code: Any = None
+    refeed_input: Any = None
+    refeed_code: Any = None
+
+
+def _as_tensor(value, device: torch.device) -> Tensor | None:
+    if value is None:
+        return None
+    return torch.as_tensor(value, device=device)
+
+
+def _slice_masks(masks: StepMasks, start: int, stop: int) -> StepMasks:
+    return StepMasks(*(None if m is None else m[start:stop] for m in masks))
+
+
+class Trainer:
+    """A model, its optimizer, and the step / epoch loops that update them."""
+
+    def __init__(self, model: nn.Module, optimizer: OptimizerFactory, *, dense_refeeding: bool = False):
+        self.model = model
+        self.optimizer = optimizer(model.parameters())
+        self.dense_refeeding = dense_refeeding
+        self.device = next(model.parameters()).device
+
+    def _update(self, inputs: Tensor, input_keep: Tensor | None, code_keep: Tensor | None) -> tuple[Tensor, Tensor]:
+        self.optimizer.zero_grad(set_to_none=True)
+        output = self.model(inputs, input_keep=input_keep, code_keep=code_keep)
+        loss = self.model.loss(output, inputs)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach(), output.detach()
+
+    def _step(self, batch: Tensor, masks: StepMasks) -> Tensor:
+        self.model.train()
+        loss, output = self._update(batch, masks.input, masks.code)
+        losses = [loss]
+        if self.dense_refeeding:
+            refed = output  # detached: the re-fed output is both the new input and the target
+            loss, _ = self._update(refed, masks.refeed_input, masks.refeed_code)
+            losses.append(loss)
+        return torch.stack(losses)
+
+    def train_step(self, batch, masks: StepMasks = StepMasks()) -> np.ndarray:
+        """One step (two with dense re-feeding) on a dense (batch, n_items) array; -> losses (k,)."""
+        masks = StepMasks(*(_as_tensor(m, self.device) for m in masks))
+        return self._step(_as_tensor(batch, self.device), masks).cpu().numpy()
+
+    def train_epoch(self, matrix, batches: Sequence[np.ndarray], masks: StepMasks = StepMasks()) -> np.ndarray:
+        """Train on `matrix[batch]` for each batch in order; -> losses (n_steps, k).
+
+        `matrix` is the dense (n_rows, n_items) training matrix (a tensor on the model's device, made
+        once); `masks` stack the keep-masks of the whole epoch along the rows in the order consumed.
+        """
+        matrix = _as_tensor(matrix, self.device)
+        masks = StepMasks(*(_as_tensor(m, self.device) for m in masks))
+        if not batches:
+            return np.zeros((0, 2 if self.dense_refeeding else 1))
+        losses, start = [], 0
+        for rows in batches:
+            index = torch.as_tensor(rows, device=self.device)
+            losses.append(self._step(matrix[index], _slice_masks(masks, start, start + len(rows))))
+            start += len(rows)
+        return torch.stack(losses).cpu().numpy()  # one device sync per epoch
+
+    @torch.no_grad()
+    def score(self, batch) -> np.ndarray:
+        """Model outputs for a dense (batch, n_items) array, dropout off."""
+        self.model.eval()
+        return self.model(_as_tensor(batch, self.device)).cpu().numpy()

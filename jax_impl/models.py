@@ -17,6 +17,9 @@ Dropout takes its keep-masks from the caller (`input_keep`, `code_keep`: boolean
 the tensors they mask, or None for no dropout). That keeps the modules deterministic and lets both
 frameworks drop exactly the same units when fed the same masks.
 
+`HyperbolicAutoEncoder` is the same autoencoder on the Poincaré ball of curvature -c, built from the
+Möbius layers of `jax_impl.layers` (see its docstring for the equations and the design choices).
+
 Activations and losses are small module-level functions, shared by every model of this file.
 Everything here is dtype-explicit: it runs in float32 and, when the caller switched x64 on, float64.
 """
@@ -30,6 +33,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jax_impl import poincare
+from jax_impl.layers import Curvature, MobiusLinear, hyperbolic_activation, to_ball, to_tangent
 from parity.config import ModelConfig
 
 Array = jax.Array
@@ -234,6 +239,144 @@ class AutoEncoder(nnx.Module):
             if index != last or self.config.last_layer_activation:
                 d = f(d)
         return d
+
+    def __call__(self, x: Array, *, input_keep: Array | None = None, code_keep: Array | None = None) -> Array:
+        return self.decode(self.encode(x, input_keep=input_keep, code_keep=code_keep))
+
+    def loss(self, output: Array, target: Array) -> Array:
+        return loss_function(self.config.loss)(output, target)
+
+
+# ---------------------------------------------------------------------------------------------
+# the hyperbolic autoencoder
+
+INPUT_MAPS = ("tangent", "expmap0", "point")
+OUTPUT_MAPS = ("logmap0",)
+
+
+def check_hyperbolic_config(config: ModelConfig) -> None:
+    """The checks both frameworks' HyperbolicAutoEncoder make before building anything."""
+    if config.kind != "hae":
+        raise ValueError(f"HyperbolicAutoEncoder needs ModelConfig(kind='hae'), got kind={config.kind!r}")
+    if len(config.layer_sizes) < 2:
+        raise ValueError(f"layer_sizes needs at least (n_items, code_size), got {config.layer_sizes}")
+    activation(config.activation), loss_function(config.loss)  # fail early on a typo
+    if config.input_normalization not in ("none", "l2"):
+        raise ValueError(f"input_normalization must be 'none' or 'l2', got {config.input_normalization!r}")
+    if not config.c > 0:
+        raise ValueError(f"the curvature c must be > 0, got {config.c!r}")
+    if config.input_map not in INPUT_MAPS:
+        raise ValueError(f"input_map must be one of {INPUT_MAPS}, got {config.input_map!r}")
+    if config.output_map not in OUTPUT_MAPS:
+        raise ValueError(f"output_map must be one of {OUTPUT_MAPS}, got {config.output_map!r}")
+    if not config.output_scale > 0:
+        raise ValueError(f"output_scale must be > 0, got {config.output_scale!r}")
+
+
+def learned_curvature(params) -> Array:
+    """The current c = softplus(isp_c) of a `HyperbolicAutoEncoder` with `learn_c`, from its parameter
+    State (what `jax_impl.train.riemannian_optimizer(..., curvature=learned_curvature)` reads)."""
+    isp_c = params["ball"]["isp_c"]
+    return jax.nn.softplus(isp_c[...] if isinstance(isp_c, nnx.Variable) else isp_c)
+
+
+class HyperbolicAutoEncoder(nnx.Module):
+    r"""The autoencoder on the Poincaré ball of curvature -c, Möbius layers throughout.
+
+        encoder  h_0 = drop(n(x))                                     a tangent vector at the origin
+                 y_1 = exp_0(W_1 h_0) ⊕ b_1       (input_map "tangent"; = (W_1 ⊗ exp_0(h_0)) ⊕ b_1)
+                 y_l = (W_l ⊗ h_{l-1}) ⊕ b_l                          l = 2..L
+                 h_l = exp_0(f(log_0(y_l)))                           the hyperbolic activation
+                 z   = h_L, with code dropout applied to f(log_0(y_L)) in the tangent space
+        decoder  d_0 = z,   e_l = (V_l ⊗ d_{l-1}) ⊕ c_l,   d_l = exp_0(f(log_0(e_l)))
+                 (no activation on the last layer unless `last_layer_activation`; V_l = W_{L+1-l}^T when tied)
+        scores   s = output_scale * log_0(d_L)                       logits of the multinomial likelihood
+
+    Weights W, V are Euclidean (out, in); biases b, c are points on the ball (`BallParam`). With
+    `learn_c` the curvature is a parameter too, c = softplus(ball.isp_c) (geoopt's learnable ball),
+    starting at config.c; the Riemannian optimizer then moves the ball biases with its current value.
+    `input_map` "expmap0" forms exp_0(h_0) and projects it (a literal port: the same function,
+    saturated when c |h_0|^2 is large); "point" takes h_0's coordinates as a point, projected (the
+    published "hyplinear": with raw 0/1 rows every user with c * n_items_rated >= 1 sits on the radius).
+    """
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs | None = None, dtype=jnp.float32):
+        check_hyperbolic_config(config)
+        rngs = rngs if rngs is not None else nnx.Rngs(0)
+        config = dataclasses.replace(config, layer_sizes=tuple(config.layer_sizes))  # hashable: a static of jit
+        self.config = config
+        sizes = config.layer_sizes
+        back = sizes[::-1]
+        c = config.c
+        self.encoder = nnx.List(
+            [MobiusLinear(sizes[i], sizes[i + 1], c=c, rngs=rngs, dtype=dtype) for i in range(len(sizes) - 1)]
+        )
+        self.decoder = nnx.List(
+            [MobiusLinear(back[i], back[i + 1], c=c, tied=config.tied, rngs=rngs, dtype=dtype)
+             for i in range(len(back) - 1)]
+        )
+        if config.learn_c:  # c = softplus(ball.isp_c), trained with the rest; config.c is its start
+            self.ball = Curvature(c, dtype=dtype)
+
+    def curvature(self) -> Array | float:
+        """The curvature the layers use: the learnable one's current value, else config.c."""
+        return self.ball() if self.config.learn_c else self.config.c
+
+    def _enter(self, layer: MobiusLinear, h: Array, c) -> Array:
+        """The first layer on the normalised, dropped-out row `h`, per `input_map`."""
+        how = self.config.input_map
+        if how == "tangent":
+            return layer.from_tangent(h, c=c)
+        if how == "expmap0":
+            return layer(to_ball(h, c=c), c=c)
+        return layer(poincare.project(h, c=c), c=c)  # "point"
+
+    def encode(self, x: Array, *, input_keep: Array | None = None, code_keep: Array | None = None) -> Array:
+        """The code: a point on the ball, (batch, code_size)."""
+        f = activation(self.config.activation)
+        c = self.curvature()
+        h = normalize_rows(x) if self.config.input_normalization == "l2" else x
+        h = dropout(h, input_keep, self.config.input_dropout)
+        last = len(self.encoder) - 1
+        for index, layer in enumerate(self.encoder):
+            y = self._enter(layer, h, c) if index == 0 else layer(h, c=c)
+            code_dropout = (lambda v: dropout(v, code_keep, self.config.code_dropout)) if index == last else None
+            h = hyperbolic_activation(y, f, c=c, tangent=code_dropout)
+        return h
+
+    def decode_point(self, z: Array) -> Array:
+        """The decoder's last point d_L on the ball, (batch, n_items)."""
+        f = activation(self.config.activation)
+        c = self.curvature()
+        last = len(self.decoder) - 1
+        d = z
+        for index, layer in enumerate(self.decoder):
+            tied_weight = self.encoder[last - index].weight[...].T if self.config.tied else None
+            d = layer(d, tied_weight, c=c)
+            if index != last or self.config.last_layer_activation:
+                d = hyperbolic_activation(d, f, c=c)
+        return d
+
+    def scores(self, point: Array) -> Array:
+        """Item scores (logits) from the decoder's last point: output_scale * log_0(point)."""
+        s = to_tangent(point, c=self.curvature())
+        return s if self.config.output_scale == 1.0 else s * self.config.output_scale
+
+    def decode(self, z: Array) -> Array:
+        """Item scores for the code z: `scores(decode_point(z))`, with the last layer and the log map
+        as one `logmap0_of` when no activation follows the last layer."""
+        if self.config.last_layer_activation:
+            return self.scores(self.decode_point(z))
+        f = activation(self.config.activation)
+        c = self.curvature()
+        last = len(self.decoder) - 1
+        d = z
+        for index, layer in enumerate(self.decoder):
+            tied_weight = self.encoder[last - index].weight[...].T if self.config.tied else None
+            if index == last:
+                s = layer.logmap0_of(d, tied_weight, c=c)
+                return s if self.config.output_scale == 1.0 else s * self.config.output_scale
+            d = hyperbolic_activation(layer(d, tied_weight, c=c), f, c=c)
 
     def __call__(self, x: Array, *, input_keep: Array | None = None, code_keep: Array | None = None) -> Array:
         return self.decode(self.encode(x, input_keep=input_keep, code_keep=code_keep))

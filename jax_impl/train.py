@@ -3,16 +3,19 @@ compiled program (`lax.scan` over the batches), consuming exactly the batches an
 the caller hands in, in the order given, so that `torch_ref.train` can be fed the same.
 
     euclidean_optimizer(config) -> optax.GradientTransformation     Adam / SGD, torch.optim semantics
+    riemannian_optimizer(config) -> optax.GradientTransformation    geoopt's Riemannian Adam / SGD
     StepMasks(input, code, refeed_input, refeed_code)                dropout keep-masks, None = off
-    Trainer(model, optimizer, *, dense_refeeding=False, apply_updates=optax.apply_updates)
+    Trainer(model, optimizer, *, dense_refeeding=False, apply_updates=None)
         .train_step(batch, masks) -> losses (k,)
         .train_epoch(matrix, batches, masks) -> losses (n_steps, k)
         .score(batch) -> outputs (no dropout)
+        .code(batch) -> the code layer (the model's `encode`, no dropout)
         .model, .params, .opt_state
 
 k is 1, or 2 with dense re-feeding (the second loss is the re-fed step's). The optimizer is an
-argument, so the hyperbolic model reuses all of this with a Riemannian optax transformation and
-its own `apply_updates`.
+argument, so the hyperbolic model reuses all of this with a Riemannian optax transformation
+(`riemannian_optimizer`) and `jax_impl.optim.apply_updates`, which the Trainer picks by itself for a
+model with parameters on the ball.
 
 A train step (DeepRecommender's, Kuchaiev & Ginsburg 2017):
 
@@ -33,6 +36,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jax_impl import optim
 from parity.config import OptimizerConfig
 
 Array = jax.Array
@@ -66,6 +70,31 @@ def euclidean_optimizer(config: OptimizerConfig) -> optax.GradientTransformation
     if config.weight_decay:
         transform = optax.chain(optax.add_decayed_weights(config.weight_decay), transform)
     return transform
+
+
+def riemannian_optimizer(config: OptimizerConfig, *, curvature: Callable | None = None) -> optax.GradientTransformation:
+    """`jax_impl.optim`'s Riemannian Adam / SGD: geoopt's update rules, for ball and Euclidean
+    parameters alike; the ball parameters are the model's `BallParam`s (a `Trainer` of such a model
+    applies the updates with `jax_impl.optim.apply_updates`, which puts a ball parameter's new point
+    in place).
+
+    `curvature`, for a learnable curvature: params -> the current c (e.g.
+    `jax_impl.models.learned_curvature`); every step then moves the ball parameters on the ball of
+    that c, the one the forward pass used (geoopt reads its learnable ball's c the same way)."""
+    transform = optim.from_config(config)
+    if curvature is None:
+        return transform
+
+    def is_label(x):
+        return x is None or isinstance(x, optim.PoincareBall)
+
+    def update(grads, state, params=None, **extra_args):
+        c = curvature(params)
+        labels = jax.tree.map(lambda label: None if label is None else optim.PoincareBall(c),
+                              optim.manifolds_of(params), is_leaf=is_label)
+        return transform.update(grads, state, params, manifolds=labels)
+
+    return optax.GradientTransformationExtraArgs(transform.init, update)
 
 
 class StepMasks(NamedTuple):
@@ -129,6 +158,11 @@ def _forward(params, rest, batch, *, graphdef):
     return nnx.merge(graphdef, params, rest)(batch)
 
 
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _encode(params, rest, batch, *, graphdef):
+    return nnx.merge(graphdef, params, rest).encode(batch)
+
+
 def _slice_masks(masks: StepMasks, start: int, stop: int) -> StepMasks:
     return StepMasks(*(None if m is None else m[start:stop] for m in masks))
 
@@ -143,8 +177,12 @@ class Trainer:
     """Parameters and optimizer state of one model, and the compiled programs that update them."""
 
     def __init__(self, model: nnx.Module, optimizer: optax.GradientTransformation, *, dense_refeeding: bool = False,
-                 apply_updates: Callable = optax.apply_updates):
+                 apply_updates: Callable | None = None):
         self.graphdef, self.params, self.rest = nnx.split(model, nnx.Param, ...)
+        if apply_updates is None:  # a model with parameters on the ball needs the Riemannian apply
+            has_ball = any(isinstance(v, optim.BallParam)
+                           for v in jax.tree.leaves(self.params, is_leaf=lambda x: isinstance(x, nnx.Variable)))
+            apply_updates = optim.apply_updates if has_ball else optax.apply_updates
         self.optimizer = optimizer
         self.opt_state = optimizer.init(self.params)
         self.dense_refeeding = dense_refeeding
@@ -197,3 +235,7 @@ class Trainer:
     def score(self, batch) -> np.ndarray:
         """Model outputs for a dense (batch, n_items) array, dropout off."""
         return np.asarray(_forward(self.params, self.rest, jnp.asarray(batch), graphdef=self.graphdef))
+
+    def code(self, batch) -> np.ndarray:
+        """The code layer (`model.encode`) for a dense (batch, n_items) array, dropout off."""
+        return np.asarray(_encode(self.params, self.rest, jnp.asarray(batch), graphdef=self.graphdef))

@@ -73,9 +73,11 @@ def _add_optim(p: argparse.ArgumentParser) -> None:
 
 def _add_models(p: argparse.ArgumentParser) -> None:
     p.description = (
-        "Autoencoder parity, JAX vs PyTorch. forward: output, loss and every parameter's gradient for "
-        "each activation / loss / tied / dropout setting and the two ML-1M-sized preset models (float32 "
-        "rows add a float64 oracle arm). training: 3 epochs on ML-100K from the same weights and batches, "
+        "Autoencoder parity, JAX vs PyTorch, for the Euclidean and the hyperbolic (Möbius, geoopt) model. "
+        "forward: output, loss and every parameter's gradient for each activation / loss / tied / dropout "
+        "setting, the hyperbolic model's curvatures, input maps and learnable curvature, and the ML-1M-sized "
+        "preset models (float32 rows add a float64 oracle arm). training: 3 epochs on ML-100K from the same "
+        "weights and batches (the hyperbolic model with Riemannian Adam/SGD, jax_impl.optim vs geoopt), "
         "per-step loss and final weights. Exit status 1 if any row fails."
     )
     _dtype_arg(p)
@@ -92,9 +94,12 @@ def _add_train(p: argparse.ArgumentParser) -> None:
         "Train an autoencoder with JAX, PyTorch or both (same start weights, batches and dropout masks), "
         "with per-epoch validation HR@10 / NDCG@10, atomic per-epoch checkpoints, early stopping on "
         "validation HR@10, and test HR@10 / NDCG@10 with 95% CIs from the best validation epoch. "
-        "Writes reports/<run-name>/train.json. Exit status 3 if the loss became NaN or Inf."
+        "For the hyperbolic model (--model hae: Möbius layers, Riemannian Adam/SGD on both sides) every epoch also "
+        "records the code layer's saturation (mean / max norm relative to the ball's radius, share of users on the "
+        "boundary). Writes reports/<run-name>/train.json. Exit status 3 if the loss became NaN or Inf."
     )
-    p.epilog = "example: poincare-parity train --preset ae-neumf --framework both --seeds 0,1,2"
+    p.epilog = ("examples: poincare-parity train --preset ae-neumf --framework both --seeds 0,1,2   |   "
+                "poincare-parity train --preset hae-neumf --sweep model.c=0.001,0.01,0.1,1")
     p.add_argument("--model", choices=("ae", "hae"), default=None,
                    help="Euclidean or hyperbolic autoencoder (default: the preset's, else ae)")
     p.add_argument("--framework", choices=("jax", "torch", "both"), default="jax")
@@ -114,6 +119,15 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
                    help="override any configuration field, e.g. model.activation=tanh, "
                         "model.layer_sizes=[0,600], train.dense_refeeding=true (repeatable)")
+    p.add_argument("--sweep", default=None, metavar="SECTION.FIELD=V1,V2,...",
+                   help="train once per value (each into OUT/FIELD=VALUE/) and write OUT/sweep.json and "
+                        "OUT/sweep.png: validation and test HR@10 / NDCG@10 per value and, for the hyperbolic "
+                        "model, the code layer's saturation; e.g. model.c=0.001,0.01,0.1,1 "
+                        "(default OUT: reports/<run-name>-sweep-FIELD)")
+    p.add_argument("--compare", nargs=2, default=None, metavar=("A.json", "B.json"),
+                   help="train nothing: compare two finished runs (train.json of each, same data) on the same test "
+                        "users from their best checkpoints, test HR@10 / NDCG@10 of A minus B paired by seed and "
+                        "user, with 95%% bootstrap intervals (for --framework; jax by default)")
     p.add_argument("--run-name", default=None, help="output folder name under reports/ (default: the preset's name)")
     p.add_argument("--out", default=None, help="output folder (default: reports/<run-name>)")
     p.add_argument("--resume", action="store_true",

@@ -30,9 +30,17 @@ class ModelConfig:
     # "l2": each input row divided by its Euclidean norm before input dropout (Liang et al. 2018's
     # Mult-DAE); "none": the row as it is (DeepRecommender). The target is never normalised.
     input_normalization: str = "none"
-    # hyperbolic autoencoder only
-    c: float = 1.0
-    learn_c: bool = False
+    # hyperbolic autoencoder only (see jax_impl.models.HyperbolicAutoEncoder for the equations)
+    c: float = 1.0  # the ball's curvature is -c
+    learn_c: bool = False  # a learnable curvature c = softplus(isp_c), starting at c (geoopt's learnable ball)
+    # how the normalised, dropped-out user row h enters the ball: "tangent" (h is a tangent vector at
+    # the origin, the first layer computes exp0(W h) ⊕ b), "expmap0" (the point exp0(h) is formed and
+    # projected first: the same function, literally), "point" (h's coordinates taken as a point and
+    # projected: the published "hyplinear" variant)
+    input_map: str = "tangent"
+    # how the decoder's last point y becomes item scores: "logmap0" (output_scale * log0(y))
+    output_map: str = "logmap0"
+    output_scale: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +107,19 @@ PRESETS: dict[str, dict[str, Any]] = {
                        "input dropout 0.5, one tanh layer of 600, multinomial likelihood, Adam 1e-3, batch 256",
         "model": {"kind": "ae", "layer_sizes": (3706, 600), "activation": "tanh", "input_dropout": 0.5,
                   "input_normalization": "l2", "loss": "multinomial"},
+        "optimizer": {"name": "adam", "learning_rate": 1e-3},
+        "data": {"dataset": "ml-1m-neumf", "protocol": "neumf"},
+        "train": {"epochs": 40, "batch_size": 256, "early_stopping_patience": 10},
+    },
+    "hae-neumf": {
+        # chosen on the ml-1m-neumf validation split (seed 0); see reports/hae-neumf/tuning.md
+        "description": "hyperbolic AE chosen on the ml-1m-neumf validation split: the ae-neumf network on the "
+                       "Poincaré ball (c = 0.01): L2-normalised input as a tangent vector at the origin, input "
+                       "dropout 0.5, one Möbius layer of 600 with tanh in the tangent space, Möbius decoder, "
+                       "scores log0(y), multinomial likelihood, Riemannian Adam 1e-3, batch 256",
+        "model": {"kind": "hae", "layer_sizes": (3706, 600), "activation": "tanh", "input_dropout": 0.5,
+                  "input_normalization": "l2", "loss": "multinomial", "c": 0.01, "input_map": "tangent",
+                  "output_map": "logmap0"},
         "optimizer": {"name": "adam", "learning_rate": 1e-3},
         "data": {"dataset": "ml-1m-neumf", "protocol": "neumf"},
         "train": {"epochs": 40, "batch_size": 256, "early_stopping_patience": 10},

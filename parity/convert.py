@@ -46,8 +46,29 @@ def _ae_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _hae_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The hyperbolic autoencoder has the Euclidean one's layout: Möbius layers keep `weight` (out, in)
+    and `bias` (out,), the bias being a point on the ball (see BALL_PARAMETERS); a learnable
+    curvature adds the scalar `ball.isp_c` (c = softplus(isp_c), geoopt's storage), last."""
+    shapes = _ae_shapes(config)
+    if config.learn_c:
+        shapes["ball.isp_c"] = ()
+    return shapes
+
+
 # model kind -> canonical {name: shape}; a new model registers its own here
-PARAMETER_SHAPES = {"ae": _ae_shapes}
+PARAMETER_SHAPES = {"ae": _ae_shapes, "hae": _hae_shapes}
+# model kind -> predicate on canonical names: which parameters are points on the Poincaré ball
+BALL_PARAMETERS = {"hae": lambda name: name.endswith(".bias")}
+# where init_weights puts a random ball parameter (bias_scale > 0): at most this fraction of the
+# ball's radius 1 / sqrt(c) from the origin, well inside, so the parity checks start from honest points
+BALL_INIT_RADIUS = 0.5
+
+
+def ball_parameters(config: ModelConfig) -> list[str]:
+    """Canonical names of the parameters that live on the Poincaré ball (none for the Euclidean model)."""
+    on_ball = BALL_PARAMETERS.get(config.kind)
+    return [name for name in parameter_shapes(config) if on_ball is not None and on_ball(name)]
 
 
 def parameter_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -62,18 +83,27 @@ def init_weights(config: ModelConfig, seed: int, *, bias_scale: float = 0.0) -> 
     init), drawn in float64 from `np.random.default_rng(seed)` in canonical order.
 
     `bias_scale` > 0 draws biases from U(-bias_scale, bias_scale) instead: the parity checks use it
-    so that a bias mix-up cannot hide behind zeros. Cast with `astype` for float32 runs: both
-    sides then start from the same rounded values.
+    so that a bias mix-up cannot hide behind zeros. A bias on the Poincaré ball (the hyperbolic
+    model's) is then shrunk, if needed, to at most BALL_INIT_RADIUS of the ball's radius; at 0 (the
+    default) it is the ball's origin. Cast with `astype` for float32 runs: both sides then start from
+    the same rounded values. A learnable curvature's `ball.isp_c` starts at config.c.
     """
     rng = np.random.default_rng(seed)
+    on_ball = set(ball_parameters(config))
     weights = {}
     for name, shape in parameter_shapes(config).items():
-        if name.endswith("weight"):
+        if name == "ball.isp_c":  # a learnable curvature starts at config.c: isp_c = log(exp(c) - 1)
+            weights[name] = np.asarray(np.log(np.expm1(config.c)))
+        elif name.endswith("weight"):
             fan_out, fan_in = shape
             limit = np.sqrt(6.0 / (fan_in + fan_out))
             weights[name] = rng.uniform(-limit, limit, size=shape)
         elif bias_scale > 0:
             weights[name] = rng.uniform(-bias_scale, bias_scale, size=shape)
+            if name in on_ball:
+                largest = BALL_INIT_RADIUS / np.sqrt(config.c)
+                norm = np.linalg.norm(weights[name], axis=-1, keepdims=True)
+                weights[name] *= np.minimum(1.0, largest / np.maximum(norm, 1e-300))
         else:
             weights[name] = np.zeros(shape)
     return weights
@@ -153,7 +183,7 @@ def load_torch(module, weights: Mapping[str, np.ndarray]) -> None:
             value = np.asarray(weights[name])
             if value.shape != tuple(parameter.shape):
                 raise ValueError(f"load_torch: {name} has shape {value.shape}, the model wants {tuple(parameter.shape)}")
-            parameter.copy_(torch.as_tensor(value, dtype=parameter.dtype))
+            parameter.copy_(torch.tensor(value, dtype=parameter.dtype))  # a copy: the array may be read-only
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,6 +249,12 @@ def torch_optimizer_from_arrays(optimizer, arrays: Mapping[str, np.ndarray], pre
     for index, values in meta["plain_state"].items():
         state.setdefault(int(index), {}).update(values)
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    # torch.optim.Adam.__setstate__ (run by load_state_dict) turns an int `step` into a float32 tensor;
+    # geoopt's RiemannianAdam, an Adam subclass, keeps it an int and computes beta ** step in double, so
+    # a resumed run would round its bias corrections differently: put the saved plain values back
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for index, values in meta["plain_state"].items():
+        optimizer.state[params[int(index)]].update(values)
 
 
 # ---------------------------------------------------------------------------------------------

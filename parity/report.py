@@ -9,7 +9,7 @@ Markdown report with PNG plots, and a JSON summary for programs.
                                   and the published numbers, throughput bars with ratios
 
 Inputs are told apart by their content: `"suite": "ops" | "optim" | "models"` (parity records),
-`"command": "train" | "bench" | "run"`, and the baselines JSON of `data baselines` (it has
+`"command": "train" | "bench" | "run" | "sweep"` (`train --sweep`), and the baselines JSON of `data baselines` (it has
 `popularity`). A folder stands for the JSON files in it (and `*/train.json` one level down).
 Nothing here recomputes a result: every number comes from an input file, and a missing input is
 shown as missing.
@@ -57,7 +57,7 @@ def classify(payload: Any) -> str | None:
     """Which command wrote `payload`: ops, optim, models, train, bench, run, baselines; None if unknown."""
     if not isinstance(payload, dict):
         return None
-    if payload.get("command") in ("train", "bench", "run"):
+    if payload.get("command") in ("train", "bench", "run", "sweep"):
         return payload["command"]
     if isinstance(payload.get("suite"), str) and isinstance(payload.get("records"), list):
         return payload["suite"]
@@ -214,10 +214,19 @@ def build_summary(found: dict[str, list[tuple[Path, dict[str, Any]]]], ignored: 
         "baselines": baselines,
         "published": PUBLISHED if PUBLISHED["dataset"] in datasets else None,
         "throughput": throughput_rows(bench) if bench else [],
+        "sweeps": [sweep_summary(p, payload) for p, payload in found.get("sweep", [])],
         "targets": (bench or {}).get("targets", []),
         "stages": list(stages.values()),
         "run": {k: v for k, v in (run or {}).items() if k != "stages"} or None,
     }
+
+
+def sweep_summary(path: Path, payload: dict[str, Any]) -> dict[str, Any]:
+    """A `train --sweep` JSON as the report keeps it: the field, the value validation chose, the points."""
+    return {"field": payload["field"], "chosen_by_validation": payload.get("chosen_by_validation"),
+            "dataset": (payload.get("split") or {}).get("dataset") or payload["config"]["data"]["dataset"],
+            "model_kind": payload["config"]["model"]["kind"], "seeds": payload.get("seeds"),
+            "points": payload["points"], "source": str(path)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,6 +344,56 @@ def plot_training(payload: dict[str, Any], path: Path) -> Path | None:
     ax_hr.set(xlabel="epoch", ylabel="validation HR@10", title=_dataset_of_train(payload))
     ax_loss.legend(fontsize=8)
     ax_hr.legend(fontsize=8)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_sweep(payload: dict[str, Any], path: Path) -> Path | None:
+    """A `train --sweep`: validation and test HR@10 per value and framework (left); the code layer's
+    saturation per value (right: mean and max norm relative to the ball's radius, share on the boundary)."""
+    points = payload.get("points", [])
+    if not points:
+        return None
+    plt = _pyplot()
+    values = [p["value"] for p in points]
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    xs = values if numeric else list(range(len(values)))
+    fig, (ax_q, ax_s) = plt.subplots(1, 2, figsize=(11, 4))
+    colors = {"jax": "tab:blue", "torch": "tab:orange"}
+    for fw in payload["frameworks"]:
+        label = FRAMEWORK_LABEL.get(fw, fw)
+        for metric, marker, ls, what in (("val_hr", "o", "-", "validation"), ("test_hr", "s", ":", "test")):
+            ax_q.plot(xs, [p["frameworks"][fw][metric] for p in points], marker=marker, ls=ls,
+                      color=colors.get(fw), label=f"{label} {what} HR@10")
+    ax_q.set(xlabel=payload["field"], ylabel="HR@10", title=f"{payload['field']} sweep (validation chooses "
+             f"{payload.get('chosen_by_validation')})")
+    ax_q.legend(fontsize=7)
+    fw = next((f for f in payload["frameworks"] if "code_saturation" in points[0]["frameworks"][f]), None)
+    if fw is not None:
+        sat = [p["frameworks"][fw]["code_saturation"] for p in points]
+        ax_s.plot(xs, [s["norm_mean"] for s in sat], marker="o", label="code layer: mean |z| / radius")
+        ax_s.plot(xs, [s["norm_max"] for s in sat], marker="^", label="code layer: max |z| / radius")
+        ax_s.plot(xs, [s["boundary_fraction"] for s in sat], marker="x", ls="--",
+                  label="code layer: share within 1e-3 of the boundary")
+        out = [p["frameworks"][fw].get("output_saturation") for p in points]
+        if all(out):
+            ax_s.plot(xs, [o["norm_mean"] for o in out], marker="o", ls=":", color="gray",
+                      label="decoder output: mean |y| / radius")
+            ax_s.plot(xs, [o["boundary_fraction"] for o in out], marker="x", ls=":", color="black",
+                      label="decoder output: share on the boundary")
+        ax_s.axhline(sat[0]["limit"], color="gray", lw=0.8, ls=":", label="projection limit")
+        ax_s.set(xlabel=payload["field"], ylabel="norm relative to the radius / share", ylim=(-0.02, 1.05),
+                 title=f"saturation at the best validation epoch ({FRAMEWORK_LABEL.get(fw, fw)})")
+        ax_s.legend(fontsize=7)
+    else:
+        ax_s.set_axis_off()
+    for ax in (ax_q, ax_s):
+        if numeric and min(values) > 0 and max(values) / min(values) >= 100:
+            ax.set_xscale("log")
+        if not numeric:
+            ax.set_xticks(xs, [str(v) for v in values])
+    fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -703,7 +762,26 @@ def render(found: dict[str, list[tuple[Path, dict[str, Any]]]], summary: dict[st
         diff = payload.get("summary", {}).get("max_abs_test_hr_diff")
         if diff is not None:
             lines += ["", f"Largest |JAX − PyTorch| test HR@10 at the same seed: {diff:.4f}."]
+        saturated = [r for r in payload["runs"] if "code_saturation" in r]
+        if saturated:  # the hyperbolic model: how close its points sit to the ball's boundary
+            lines += ["", "Saturation at the best validation epoch (r = sqrt(c)|point|, the norm relative to the "
+                      "ball's radius; on boundary: share of users within 1e-3 of the largest r the projection allows):",
+                      ""]
+            lines += _md_table(["framework", "seed", "code mean r", "code max r", "code on boundary",
+                                "output mean r", "output on boundary"],
+                               [[FRAMEWORK_LABEL.get(r["framework"], r["framework"]), r["seed"],
+                                 _f(r["code_saturation"]["norm_mean"], 3), _f(r["code_saturation"]["norm_max"], 4),
+                                 _f(r["code_saturation"]["boundary_fraction"], 3),
+                                 _f((r.get("output_saturation") or {}).get("norm_mean"), 3),
+                                 _f((r.get("output_saturation") or {}).get("boundary_fraction"), 3)]
+                                for r in saturated])
         lines.append("")
+
+    for index, (path, payload) in enumerate(found.get("sweep", [])):
+        plot = _try_plot(lines, plot_sweep, payload, plots_dir / f"sweep_{_slug(payload['field'])}_{index}.png")
+        lines += _sweep_section(path, payload, plot, out)
+        if plot:
+            plots.append(str(plot))
 
     lines += ["## Recommendation quality", ""]
     plot = _try_plot(lines, plot_quality, summary, plots_dir / "quality.png")
@@ -737,6 +815,32 @@ def render(found: dict[str, list[tuple[Path, dict[str, Any]]]], summary: dict[st
     lines += [f"- ignored `{i['path']}`: {i['why']}" for i in summary["ignored"]]
     summary["plots"] = [Path(p).relative_to(out).as_posix() for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def _sweep_section(path: Path, payload: dict[str, Any], plot: Path | None, out: Path) -> list[str]:
+    kind = payload["config"]["model"]["kind"]
+    lines = [f"### Sweep over {payload['field']}: {MODEL_LABEL.get(kind, kind)}", "",
+             f"{sweep_summary(path, payload)['dataset']}; seeds {payload.get('seeds')}; the value with the best "
+             f"validation HR@10 is {payload.get('chosen_by_validation')} (the test column never chooses); "
+             f"from `{path}`."]
+    if plot:
+        lines += ["", f"![sweep {payload['field']}]({plot.relative_to(out).as_posix()})"]
+    rows = []
+    for p in payload["points"]:
+        for fw, e in p["frameworks"].items():
+            sat = e.get("code_saturation") or {}
+            out = e.get("output_saturation") or {}
+            rows.append([p["value"], FRAMEWORK_LABEL.get(fw, fw), _f(e["val_hr"]), _f(e["val_ndcg"]), _f(e["test_hr"]),
+                         _f(e["test_ndcg"]), _f(sat.get("norm_mean"), 3), _f(sat.get("norm_max"), 4),
+                         _f(sat.get("boundary_fraction"), 3), _f(out.get("norm_mean"), 3),
+                         _f(out.get("boundary_fraction"), 3), "/".join(str(b) for b in e.get("best_epoch", []))])
+    lines += [""] + _md_table([payload["field"], "framework", "val HR@10", "val NDCG@10", "test HR@10", "test NDCG@10",
+                               "code mean r", "code max r", "code on boundary", "output mean r", "output on boundary",
+                               "best epoch"], rows)
+    lines += ["", "r = sqrt(c)|z|: a point's norm relative to the ball's radius (code layer z, decoder output y), at "
+              "the best validation epoch; on boundary: share of users within 1e-3 of the largest r the projection "
+              "allows.", ""]
+    return lines
 
 
 def _slug(text: str) -> str:

@@ -7,7 +7,9 @@ What one run does, per framework and seed:
 - start: `parity.convert.init_weights(model, seed)`, cast to the run's dtype, loaded into both sides.
 - dropout: keep-masks drawn in numpy from (seed, epoch), shared by both frameworks (`epoch_masks`).
 - every epoch: mean loss, validation HR@10 / NDCG@10 (input: the `fit` rows), a checkpoint written
-  atomically (temporary file, then os.replace), and the best-by-validation weights kept beside it.
+  atomically (temporary file, then os.replace), and the best-by-validation weights kept beside it;
+  for the hyperbolic model also the saturation of its code layer and of its decoder's last point
+  (`saturation_stats`: norms relative to the ball's radius, share of users on the boundary).
 - a NaN or Inf loss stops the run at once, naming the epoch and step; the last good checkpoint stays.
 - early stopping: after `early_stopping_patience` epochs without a better validation HR@10.
 - test: the best-by-validation weights, input the full `train` rows, HR@10 / NDCG@10 with 95% CIs
@@ -98,13 +100,74 @@ def epoch_masks(model: ModelConfig, train: TrainConfig, seed: int, epoch: int, n
 
 
 def _optimizer(framework: str, run: RunConfig):
-    if run.model.kind != "ae":
+    """The Euclidean model trains with torch.optim / optax; the hyperbolic one with the Riemannian
+    optimizers (geoopt's on the PyTorch side, `jax_impl.optim` on the JAX side), which move the ball
+    parameters along the ball and the Euclidean weights as the Euclidean optimizer would."""
+    if run.model.kind not in ("ae", "hae"):
         raise NotImplementedError(f"training for model kind {run.model.kind!r} is not wired into `train` yet")
     if framework == "jax":
-        from jax_impl.train import euclidean_optimizer
+        import jax_impl.train as side
     else:
-        from torch_ref.train import euclidean_optimizer
-    return euclidean_optimizer(run.optimizer)
+        import torch_ref.train as side
+    if run.model.kind == "hae":
+        curvature = None
+        if run.model.learn_c and framework == "jax":  # geoopt reads its learnable ball's c itself
+            from jax_impl.models import learned_curvature as curvature
+        return side.riemannian_optimizer(run.optimizer, curvature=curvature)
+    return side.euclidean_optimizer(run.optimizer)
+
+
+def current_curvature(model: ModelConfig, weights: dict[str, np.ndarray]) -> float:
+    """The curvature a hyperbolic model computes with: softplus(ball.isp_c) when it is learned, else model.c."""
+    if not model.learn_c:
+        return float(model.c)
+    return float(np.logaddexp(0.0, np.float64(weights["ball.isp_c"])))
+
+
+# ---------------------------------------------------------------------------------------------
+# saturation of the hyperbolic code layer
+
+# a code point this close (relative to the ball's radius) to the largest norm the projection allows
+# counts as on the boundary
+BOUNDARY_MARGIN = 1e-3
+# geoopt's projection margin per dtype: no point gets further than (1 - eps) / sqrt(c) from the origin
+BALL_EPS = {"float32": 4e-3, "float64": 1e-5}
+
+
+def saturation_stats(codes: np.ndarray, c: float, dtype: str) -> dict[str, float]:
+    """How close the code points are to the ball's boundary.
+
+    r = sqrt(c) |z| is a point's norm relative to the ball's radius 1 / sqrt(c) (0 at the origin, 1 on
+    the boundary); `limit` = 1 - eps is the largest r the projection allows in `dtype` (0.996 in
+    float32). Returns the mean and max of r and the fraction of points with r >= limit - 1e-3 (on the
+    boundary, where the Möbius layers' gradients vanish and distances stop meaning much).
+    """
+    r = np.sqrt(c) * np.linalg.norm(np.asarray(codes, np.float64), axis=-1)
+    limit = 1.0 - BALL_EPS.get(dtype, 1e-5)
+    return {"norm_mean": float(r.mean()), "norm_max": float(r.max()),
+            "boundary_fraction": float(np.mean(r >= limit - BOUNDARY_MARGIN)), "limit": limit}
+
+
+def layer_saturation(side: Side, model: ModelConfig, inputs, users: np.ndarray, *,
+                     batch: int = 1024) -> tuple[dict[str, float], dict[str, float]]:
+    """`saturation_stats` of the code layer and of the decoder's last point y for `users`' rows of
+    `inputs` (dropout off). y is read back from the scores s = output_scale * log0(y): sqrt(c) |y| =
+    tanh(sqrt(c) |s| / output_scale), so no second pass through the decoder is needed."""
+    from parity.data import dense_rows
+
+    c = current_curvature(model, side.weights())
+    codes, radii = [], []
+    for start in range(0, len(users), batch):
+        rows = dense_rows(inputs, users[start:start + batch], side.dtype)
+        codes.append(side.code(rows))
+        tangent_norm = np.linalg.norm(np.asarray(side.score(rows), np.float64), axis=-1) / model.output_scale
+        radii.append(np.tanh(np.sqrt(c) * tangent_norm))
+    radii = np.concatenate(radii)[:, None] / np.sqrt(c)  # points with those norms
+    stats = saturation_stats(np.concatenate(codes), c, side.dtype), saturation_stats(radii, c, side.dtype)
+    if model.learn_c:
+        for entry in stats:
+            entry["c"] = c
+    return stats
 
 
 class Side:
@@ -147,6 +210,9 @@ class Side:
 
     def score(self, batch: np.ndarray) -> np.ndarray:
         return self.trainer.score(batch)
+
+    def code(self, batch: np.ndarray) -> np.ndarray:
+        return self.trainer.code(batch)
 
     def weights(self) -> dict[str, np.ndarray]:
         from parity import convert
@@ -283,8 +349,10 @@ def train_one(framework: str, run: RunConfig, split, *, out_dir: Path, resume: b
             raise TrainingDiverged(framework, seed, epoch, int(bad[0]), last_path if last_path.exists() else None)
         trained = time.perf_counter() - started
         val = evaluate(side, split.validation, split.fit, n_bootstrap=200)
-        row = {"epoch": epoch, "loss": float(losses[:, 0].mean()), "val_hr": val.hr, "val_ndcg": val.ndcg,
-               "seconds_train": trained, "seconds_total": time.perf_counter() - started}
+        row = {"epoch": epoch, "loss": float(losses[:, 0].mean()), "val_hr": val.hr, "val_ndcg": val.ndcg}
+        if run.model.kind == "hae":
+            row["code_saturation"], row["output_saturation"] = layer_saturation(side, run.model, split.fit, users)
+        row.update(seconds_train=trained, seconds_total=time.perf_counter() - started)
         if losses.shape[1] > 1:
             row["refeed_loss"] = float(losses[:, 1].mean())
         state["history"].append(row)
@@ -309,13 +377,18 @@ def train_one(framework: str, run: RunConfig, split, *, out_dir: Path, resume: b
         raise ValueError("no epoch was trained (epochs = 0?)")
     side.load_weights(load_checkpoint(best_path)[0])
     test = evaluate(side, split.test, split.train)
-    return {
+    result = {
         "framework": framework, "seed": seed, "dtype": t.dtype, "epochs_run": state["epoch"] + 1,
         "stopped_early": state["stopped_early"], "best_epoch": state["best_epoch"],
         "validation": {"hr": state["best_hr"], "ndcg": state["best_ndcg"]}, "test": test.to_dict(),
         "history": state["history"], "resumed_from_epoch": resumed_from,
         "checkpoints": {"last": str(last_path), "best": str(best_path)},
     }
+    best_row = next(h for h in state["history"] if h["epoch"] == state["best_epoch"])
+    if "code_saturation" in best_row:  # the hyperbolic model: the code layer of the weights tested
+        result["code_saturation"] = best_row["code_saturation"]
+        result["output_saturation"] = best_row["output_saturation"]
+    return result
 
 
 def _mean_std(values: list[float]) -> dict[str, float]:
@@ -369,6 +442,183 @@ def run_training(run: RunConfig, *, frameworks: list[str], seeds: list[int], out
             results.append(train_one(framework, seeded, split, out_dir=out_dir, resume=resume, progress=progress))
     return {"command": "train", "config": run.to_dict(), "split": split.info, "frameworks": frameworks,
             "seeds": seeds, "runs": results, "summary": summarize(results)}
+
+
+# ---------------------------------------------------------------------------------------------
+# a sweep over one configuration field (e.g. the curvature)
+
+
+def _sweep_point(value: Any, result: dict[str, Any]) -> dict[str, Any]:
+    """One value of a sweep: per framework, the means over seeds of validation and test HR@10 /
+    NDCG@10 and of the code layer's saturation at the best validation epoch (hyperbolic model)."""
+    point: dict[str, Any] = {"value": value, "frameworks": {}}
+    for fw in result["frameworks"]:
+        runs = [r for r in result["runs"] if r["framework"] == fw]
+        mean = lambda values: float(np.mean(values))
+        entry = {"val_hr": mean([r["validation"]["hr"] for r in runs]),
+                 "val_ndcg": mean([r["validation"]["ndcg"] for r in runs]),
+                 "test_hr": mean([r["test"]["hr"] for r in runs]), "test_ndcg": mean([r["test"]["ndcg"] for r in runs]),
+                 "best_epoch": [r["best_epoch"] + 1 for r in runs], "epochs_run": [r["epochs_run"] for r in runs],
+                 "seeds": [r["seed"] for r in runs]}
+        if len(runs) == 1:
+            entry.update({f"test_{k}": runs[0]["test"][k] for k in ("hr_low", "hr_high", "ndcg_low", "ndcg_high")})
+        for layer in ("code_saturation", "output_saturation"):
+            saturations = [r[layer] for r in runs if layer in r]
+            if saturations:
+                entry[layer] = {k: mean([s[k] for s in saturations]) for k in saturations[0]}
+                entry[f"{layer}_last_epoch"] = {
+                    k: mean([r["history"][-1][layer][k] for r in runs]) for k in saturations[0]}
+        finite = all(np.isfinite(h["loss"]) for r in runs for h in r["history"])
+        entry["all_losses_finite"] = bool(finite)
+        point["frameworks"][fw] = entry
+    return point
+
+
+def parse_sweep(text: str) -> tuple[str, str, list[Any]]:
+    """'model.c=0.001,0.01,0.1,1' -> ("model", "c", [0.001, 0.01, 0.1, 1])."""
+    key, sep, values = text.partition("=")
+    section, dot, name = key.partition(".")
+    if not sep or not dot or section not in ("model", "optimizer", "data", "train") or not values.strip():
+        raise ValueError(f"--sweep {text!r}: expected SECTION.FIELD=V1,V2,... (e.g. model.c=0.001,0.01,0.1,1)")
+    parsed = [_parse_value(v.strip()) for v in values.split(",") if v.strip()]
+    if len(parsed) < 2:
+        raise ValueError(f"--sweep {text!r}: give at least two values")
+    return section, name, parsed
+
+
+def run_sweep(run: RunConfig, section: str, name: str, values: list[Any], *, frameworks: list[str],
+              seeds: list[int], out_dir: Path, resume: bool = False, progress: bool = True, data_dir=None,
+              split=None) -> dict[str, Any]:
+    """`run_training` once per value of `section.name`, each into `out_dir/<name>=<value>/`;
+    -> the sweep JSON (`"command": "sweep"`): per value and framework, validation and test HR@10 /
+    NDCG@10 and the code layer's saturation; `chosen_by_validation` is the value with the best
+    validation HR@10 (then NDCG@10) of the first framework. The test never chooses."""
+    from parity.data import load_split
+
+    if split is None:
+        split = load_split(run.data, data_dir)
+    points, runs = [], []
+    for value in values:
+        values_of = run.to_dict()
+        values_of[section][name] = value
+        point_run = RunConfig.from_dict(values_of)  # refuses an unknown field
+        folder = out_dir / f"{name}={value}"
+        result = run_training(point_run, frameworks=frameworks, seeds=seeds, out_dir=folder, resume=resume,
+                              progress=progress, split=split)
+        result["run_name"] = f"{out_dir.name}/{folder.name}"
+        _write_json(folder / "train.json", result)
+        runs.append(str(folder / "train.json"))
+        points.append(_sweep_point(value, result))
+    first = frameworks[0]
+    best = max(points, key=lambda p: (p["frameworks"][first]["val_hr"], p["frameworks"][first]["val_ndcg"]))
+    return {"command": "sweep", "field": f"{section}.{name}", "values": values, "config": run.to_dict(),
+            "split": split.info, "frameworks": frameworks, "seeds": seeds, "points": points, "train_json": runs,
+            "chosen_by_validation": best["value"],
+            "saturation_definition": "r = sqrt(c) |z| for each user's code point z (code_saturation) or decoder "
+                                     "output point y (output_saturation), no dropout, validation inputs; norm_mean / "
+                                     "norm_max: mean / max of r; boundary_fraction: share of users with r >= limit - "
+                                     "1e-3, limit = 1 - eps the largest r the projection allows"}
+
+
+def _print_sweep(payload: dict[str, Any]) -> None:
+    print(f"sweep over {payload['field']} (validation chooses: {payload['chosen_by_validation']})")
+    for p in payload["points"]:
+        for fw, e in p["frameworks"].items():
+            sat, out = e.get("code_saturation"), e.get("output_saturation")
+            sat_text = (f"  code |z|/R mean {sat['norm_mean']:.3f} max {sat['norm_max']:.4f} on boundary "
+                        f"{sat['boundary_fraction']:.3f}; output |y|/R mean {out['norm_mean']:.3f} on boundary "
+                        f"{out['boundary_fraction']:.3f}") if sat else ""
+            print(f"  {payload['field']}={p['value']!s:<8} {fw:<6} val HR@10 {e['val_hr']:.4f} "
+                  f"NDCG@10 {e['val_ndcg']:.4f}  test HR@10 {e['test_hr']:.4f} NDCG@10 {e['test_ndcg']:.4f}{sat_text}")
+
+
+# ---------------------------------------------------------------------------------------------
+# two trained configurations, compared on the same test users
+
+
+def _test_per_user(payload: dict[str, Any], framework: str, seed: int, split) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per test user hit@10 and NDCG@10 of one run's best-validation checkpoint (and the run's recorded
+    test HR@10, to check the re-scoring against)."""
+    from parity import metrics
+    from parity.baselines import score_heldout
+    from parity.data import dense_rows
+
+    run = RunConfig.from_dict(payload["config"])
+    record = next((r for r in payload["runs"] if r["framework"] == framework and r["seed"] == seed), None)
+    if record is None:
+        raise ValueError(f"no {framework} run with seed {seed} in {payload.get('run_name')}")
+    weights = load_checkpoint(Path(record["checkpoints"]["best"]))[0]
+    side = Side(framework, dataclasses.replace(run, train=dataclasses.replace(run.train, dtype=record["dtype"])),
+                weights)
+    scores = score_heldout(lambda users: side.score(dense_rows(split.train, users, side.dtype)), split.test)
+    hit, ndcg = metrics.per_user(scores, split.test, K, candidate_scores=split.test.protocol == "neumf")
+    return hit.astype(np.float64), ndcg, record["test"]["hr"]
+
+
+def paired_comparison(payload_a: dict[str, Any], payload_b: dict[str, Any], *, framework: str = "jax",
+                      n_bootstrap: int = 2000, data_dir=None, split=None) -> dict[str, Any]:
+    """Test HR@10 / NDCG@10 of run A minus run B (two `train` results on the same data and protocol),
+    from their best-validation checkpoints, paired by seed and by test user.
+
+    Per seed s and user u the difference d_su = hit_A(s, u) - hit_B(s, u); the estimate is the mean
+    over seeds and users, and its 95% interval a percentile bootstrap over users of the per-user mean
+    over seeds (the users are resampled once for all seeds, so the interval carries the test set's
+    sampling and the seeds' spread together). Also the seed-level means and a t interval over seeds.
+    """
+    from parity import metrics
+    from parity.data import load_split
+
+    data_a, data_b = payload_a["config"]["data"], payload_b["config"]["data"]
+    if (data_a["dataset"], data_a["protocol"]) != (data_b["dataset"], data_b["protocol"]):
+        raise ValueError(f"the runs were evaluated on different data: {data_a} vs {data_b}")
+    seeds = sorted({r["seed"] for r in payload_a["runs"] if r["framework"] == framework}
+                   & {r["seed"] for r in payload_b["runs"] if r["framework"] == framework})
+    if not seeds:
+        raise ValueError(f"the two runs share no {framework} seed")
+    if split is None:
+        split = load_split(cfg.from_dict(DataConfig, data_a), data_dir)
+    hr_diff, ndcg_diff, per_seed = [], [], []
+    for seed in seeds:
+        hit_a, ndcg_a, recorded_a = _test_per_user(payload_a, framework, seed, split)
+        hit_b, ndcg_b, recorded_b = _test_per_user(payload_b, framework, seed, split)
+        for got, recorded, name in ((hit_a.mean(), recorded_a, "A"), (hit_b.mean(), recorded_b, "B")):
+            if abs(got - recorded) > 1e-9:
+                raise ValueError(f"run {name}, seed {seed}: re-scored test HR@10 {got:.6f} differs from the recorded "
+                                 f"{recorded:.6f} (checkpoint changed since?)")
+        hr_diff.append(hit_a - hit_b)
+        ndcg_diff.append(ndcg_a - ndcg_b)
+        per_seed.append({"seed": seed, "hr_a": float(hit_a.mean()), "hr_b": float(hit_b.mean()),
+                         "ndcg_a": float(ndcg_a.mean()), "ndcg_b": float(ndcg_b.mean())})
+
+    def summary(diffs: list[np.ndarray], key: str) -> dict[str, Any]:
+        per_user_mean = np.mean(diffs, axis=0)
+        low, high = metrics.bootstrap_interval(per_user_mean, n_resamples=n_bootstrap)
+        seed_diffs = np.array([p[f"{key}_a"] - p[f"{key}_b"] for p in per_seed])
+        out = {"diff": float(per_user_mean.mean()), "low": low, "high": high,
+               "a_mean": float(np.mean([p[f"{key}_a"] for p in per_seed])),
+               "b_mean": float(np.mean([p[f"{key}_b"] for p in per_seed])), "seed_diffs": seed_diffs.tolist()}
+        if len(seeds) > 1:
+            from scipy import stats
+
+            half = stats.t.ppf(0.975, len(seeds) - 1) * seed_diffs.std(ddof=1) / np.sqrt(len(seeds))
+            out.update(seed_t_low=float(seed_diffs.mean() - half), seed_t_high=float(seed_diffs.mean() + half))
+        return out
+
+    return {"command": "compare", "a": payload_a.get("run_name"), "b": payload_b.get("run_name"),
+            "framework": framework, "seeds": seeds, "n_users": int(len(split.test.users)),
+            "dataset": data_a["dataset"], "protocol": data_a["protocol"],
+            "hr": summary(hr_diff, "hr"), "ndcg": summary(ndcg_diff, "ndcg"), "per_seed": per_seed,
+            "method": "paired by seed and test user; 95% percentile bootstrap over users of the per-user mean "
+                      "difference over seeds; seed_t_*: t interval over the seed-level differences"}
+
+
+def _print_comparison(c: dict[str, Any]) -> None:
+    print(f"{c['a']} minus {c['b']} ({c['framework']}, seeds {c['seeds']}, {c['n_users']} test users, {c['dataset']})")
+    for key, label in (("hr", "HR@10"), ("ndcg", "NDCG@10")):
+        e = c[key]
+        t_text = f"; over seeds t [{e['seed_t_low']:+.4f}, {e['seed_t_high']:+.4f}]" if "seed_t_low" in e else ""
+        print(f"  test {label}: {e['a_mean']:.4f} vs {e['b_mean']:.4f}: difference {e['diff']:+.4f} "
+              f"[{e['low']:+.4f}, {e['high']:+.4f}] (95%, bootstrap over users){t_text}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,19 +695,52 @@ def cli(args) -> int:
         for name, preset in cfg.PRESETS.items():
             print(f"{name}: {preset.get('description', '')}")
         return 0
+    if getattr(args, "compare", None):
+        try:
+            payload_a, payload_b = (json.loads(Path(p).read_text()) for p in args.compare)
+            frameworks = ["jax", "torch"] if args.framework == "both" else [args.framework]
+            comparisons = [paired_comparison(payload_a, payload_b, framework=fw) for fw in frameworks]
+        except (OSError, json.JSONDecodeError, KeyError, DataError, ValueError) as error:
+            print(f"poincare-parity train --compare: {error}", file=sys.stderr)
+            return 2
+        for c in comparisons:
+            _print_comparison(c)
+        if args.json:
+            _write_json(Path(args.json), {"command": "compare", "comparisons": comparisons})
+            print(f"wrote {args.json}")
+        return 0
     try:
         run = resolve_config(args)
         frameworks = ["jax", "torch"] if args.framework == "both" else [args.framework]
         run_name = args.run_name or args.preset or f"{run.model.kind}-{Path(run.data.dataset).name}-{run.data.protocol}"
+        sweep = parse_sweep(args.sweep) if getattr(args, "sweep", None) else None
+        if sweep and not args.run_name and not args.out:
+            run_name = f"{run_name}-sweep-{sweep[1]}"
         out_dir = Path(args.out) if args.out else Path("reports") / run_name
-        result = run_training(run, frameworks=frameworks, seeds=_seeds(args, run), out_dir=out_dir,
-                              resume=args.resume, progress=not args.no_progress)
+        if sweep:
+            payload = run_sweep(run, *sweep, frameworks=frameworks, seeds=_seeds(args, run), out_dir=out_dir,
+                                resume=args.resume, progress=not args.no_progress)
+        else:
+            result = run_training(run, frameworks=frameworks, seeds=_seeds(args, run), out_dir=out_dir,
+                                  resume=args.resume, progress=not args.no_progress)
     except TrainingDiverged as error:
         print(f"poincare-parity train: {error}", file=sys.stderr)
         return 3
     except (DataError, ValueError, NotImplementedError) as error:
         print(f"poincare-parity train: {error}", file=sys.stderr)
         return 2
+    if sweep:
+        payload["run_name"], payload["preset"] = run_name, args.preset
+        _print_sweep(payload)
+        _write_json(out_dir / "sweep.json", payload)
+        from parity.report import plot_sweep
+
+        plot = plot_sweep(payload, out_dir / "sweep.png")
+        print(f"wrote {out_dir / 'sweep.json'}" + (f" and {plot}" if plot else ""))
+        if args.json:
+            _write_json(Path(args.json), payload)
+            print(f"wrote {args.json}")
+        return 0
     result["run_name"], result["preset"] = run_name, args.preset
     _print_summary(result)
     _write_json(out_dir / "train.json", result)

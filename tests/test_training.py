@@ -275,7 +275,7 @@ def test_presets_are_valid_configurations():
 
     for name, preset in PRESETS.items():
         run = training.RunConfig.from_dict({k: v for k, v in preset.items() if k != "description"})
-        assert run.model.kind == "ae" and preset["description"], name
+        assert run.model.kind in ("ae", "hae") and preset["description"], name
         dataclasses.replace(run.model)  # frozen dataclasses build
 
 

@@ -11,6 +11,9 @@ the same row comes out.
 
 Same names, same parameter layout (`encoder.{l}.weight` of shape (out, in), ...), same explicit
 dropout keep-masks as the JAX side; torch's own functional ops compute everything.
+
+`HyperbolicAutoEncoder` is the same autoencoder on the Poincaré ball, built from `torch_ref.layers`
+(geoopt's formulas, biases as geoopt ManifoldParameters).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from parity.config import ModelConfig
+from torch_ref import poincare
+from torch_ref.layers import Curvature, MobiusLinear, hyperbolic_activation, to_ball, to_tangent
 
 # Both frameworks must use one definition of every constant: torch's F.leaky_relu default slope.
 LEAKY_RELU_SLOPE = 0.01
@@ -217,6 +222,128 @@ class AutoEncoder(nn.Module):
             if index != last or self.config.last_layer_activation:
                 d = f(d)
         return d
+
+    def forward(self, x: Tensor, *, input_keep: Tensor | None = None, code_keep: Tensor | None = None) -> Tensor:
+        return self.decode(self.encode(x, input_keep=input_keep, code_keep=code_keep))
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        return loss_function(self.config.loss)(output, target)
+
+
+# ---------------------------------------------------------------------------------------------
+# the hyperbolic autoencoder
+
+INPUT_MAPS = ("tangent", "expmap0", "point")
+OUTPUT_MAPS = ("logmap0",)
+
+
+def check_hyperbolic_config(config: ModelConfig) -> None:
+    """The checks both frameworks' HyperbolicAutoEncoder make before building anything."""
+    if config.kind != "hae":
+        raise ValueError(f"HyperbolicAutoEncoder needs ModelConfig(kind='hae'), got kind={config.kind!r}")
+    if len(config.layer_sizes) < 2:
+        raise ValueError(f"layer_sizes needs at least (n_items, code_size), got {config.layer_sizes}")
+    activation(config.activation), loss_function(config.loss)  # fail early on a typo
+    if config.input_normalization not in ("none", "l2"):
+        raise ValueError(f"input_normalization must be 'none' or 'l2', got {config.input_normalization!r}")
+    if not config.c > 0:
+        raise ValueError(f"the curvature c must be > 0, got {config.c!r}")
+    if config.input_map not in INPUT_MAPS:
+        raise ValueError(f"input_map must be one of {INPUT_MAPS}, got {config.input_map!r}")
+    if config.output_map not in OUTPUT_MAPS:
+        raise ValueError(f"output_map must be one of {OUTPUT_MAPS}, got {config.output_map!r}")
+    if not config.output_scale > 0:
+        raise ValueError(f"output_scale must be > 0, got {config.output_scale!r}")
+
+
+def learned_curvature(model: nn.Module) -> Tensor:
+    """The current c = softplus(isp_c) of a `HyperbolicAutoEncoder` with `learn_c` (its geoopt ball's c)."""
+    return model.ball.c
+
+
+class HyperbolicAutoEncoder(nn.Module):
+    """The autoencoder on the Poincaré ball of curvature -c; see `jax_impl.models.HyperbolicAutoEncoder`."""
+
+    def __init__(self, config: ModelConfig, *, dtype=torch.float32):
+        super().__init__()
+        check_hyperbolic_config(config)
+        config = dataclasses.replace(config, layer_sizes=tuple(config.layer_sizes))
+        self.config = config
+        sizes = config.layer_sizes
+        back = sizes[::-1]
+        c = config.c
+        ball = Curvature(c, dtype=dtype) if config.learn_c else None  # the biases' shared, learnable manifold
+        self.encoder = nn.ModuleList(
+            [MobiusLinear(sizes[i], sizes[i + 1], c=c, dtype=dtype, manifold=ball) for i in range(len(sizes) - 1)]
+        )
+        self.decoder = nn.ModuleList(
+            [MobiusLinear(back[i], back[i + 1], c=c, tied=config.tied, dtype=dtype, manifold=ball)
+             for i in range(len(back) - 1)]
+        )
+        if ball is not None:
+            # registered last: geoopt steps the parameters in this order and reads the ball's c live, so the
+            # ball biases move with the curvature of before the step, as all of jax_impl.optim's leaves do
+            self.ball = ball
+
+    def curvature(self) -> Tensor | float:
+        """The curvature the layers use: the learnable one's current value, else config.c."""
+        return self.ball.c if self.config.learn_c else self.config.c
+
+    def _enter(self, layer: MobiusLinear, h: Tensor, c) -> Tensor:
+        """The first layer on the normalised, dropped-out row `h`, per `input_map`."""
+        how = self.config.input_map
+        if how == "tangent":
+            return layer.from_tangent(h, c=c)
+        if how == "expmap0":
+            return layer(to_ball(h, c=c), c=c)
+        return layer(poincare.project(h, c=c), c=c)  # "point"
+
+    def encode(self, x: Tensor, *, input_keep: Tensor | None = None, code_keep: Tensor | None = None) -> Tensor:
+        """The code: a point on the ball, (batch, code_size)."""
+        f = activation(self.config.activation)
+        c = self.curvature()
+        h = normalize_rows(x) if self.config.input_normalization == "l2" else x
+        h = dropout(h, input_keep, self.config.input_dropout)
+        last = len(self.encoder) - 1
+        for index, layer in enumerate(self.encoder):
+            y = self._enter(layer, h, c) if index == 0 else layer(h, c=c)
+            code_dropout = (lambda v: dropout(v, code_keep, self.config.code_dropout)) if index == last else None
+            h = hyperbolic_activation(y, f, c=c, tangent=code_dropout)
+        return h
+
+    def decode_point(self, z: Tensor) -> Tensor:
+        """The decoder's last point d_L on the ball, (batch, n_items)."""
+        f = activation(self.config.activation)
+        c = self.curvature()
+        last = len(self.decoder) - 1
+        d = z
+        for index, layer in enumerate(self.decoder):
+            tied_weight = self.encoder[last - index].weight.T if self.config.tied else None
+            d = layer(d, tied_weight, c=c)
+            if index != last or self.config.last_layer_activation:
+                d = hyperbolic_activation(d, f, c=c)
+        return d
+
+    def scores(self, point: Tensor) -> Tensor:
+        """Item scores (logits) from the decoder's last point: output_scale * log_0(point)."""
+        s = to_tangent(point, c=self.curvature())
+        return s if self.config.output_scale == 1.0 else s * self.config.output_scale
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Item scores for the code z: `scores(decode_point(z))`, with the last layer and the log map
+        as one `logmap0_of` when no activation follows the last layer."""
+        if self.config.last_layer_activation:
+            return self.scores(self.decode_point(z))
+        f = activation(self.config.activation)
+        c = self.curvature()
+        last = len(self.decoder) - 1
+        d = z
+        for index, layer in enumerate(self.decoder):
+            tied_weight = self.encoder[last - index].weight.T if self.config.tied else None
+            if index == last:
+                s = layer.logmap0_of(d, tied_weight, c=c)
+                return s if self.config.output_scale == 1.0 else s * self.config.output_scale
+            d = hyperbolic_activation(layer(d, tied_weight, c=c), f, c=c)
 
     def forward(self, x: Tensor, *, input_keep: Tensor | None = None, code_keep: Tensor | None = None) -> Tensor:
         return self.decode(self.encode(x, input_keep=input_keep, code_keep=code_keep))

@@ -2,11 +2,13 @@
 consuming exactly the batches and dropout masks the caller hands in, in the order given.
 
     euclidean_optimizer(config) -> factory(params) -> torch.optim.Adam / SGD
+    riemannian_optimizer(config) -> factory(params) -> geoopt.optim.RiemannianAdam / RiemannianSGD
     StepMasks(input, code, refeed_input, refeed_code)                dropout keep-masks, None = off
     Trainer(model, optimizer, *, dense_refeeding=False)              optimizer: a factory(params)
         .train_step(batch, masks) -> losses (k,)
         .train_epoch(matrix, batches, masks) -> losses (n_steps, k)
         .score(batch) -> outputs (no dropout)
+        .code(batch) -> the code layer (the model's `encode`, no dropout)
         .model, .optimizer
 
 A train step (DeepRecommender's, Kuchaiev & Ginsburg 2017):
@@ -26,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from parity.config import OptimizerConfig
+from torch_ref import optim
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -48,6 +51,16 @@ def euclidean_optimizer(config: OptimizerConfig) -> OptimizerFactory:
         return lambda params: torch.optim.SGD(params, lr=config.learning_rate, momentum=config.momentum,
                                               nesterov=config.nesterov, weight_decay=config.weight_decay)
     raise ValueError(f"unknown optimizer {config.name!r}: expected 'adam' or 'sgd'")
+
+
+def riemannian_optimizer(config: OptimizerConfig, *, curvature: Callable | None = None) -> OptimizerFactory:
+    """geoopt's RiemannianAdam / RiemannianSGD from the same options (`torch_ref.optim.from_config`):
+    ball parameters (geoopt ManifoldParameters) move along the ball, the rest as torch.optim would.
+
+    `curvature` is accepted for symmetry with `jax_impl.train` and unused: geoopt reads a learnable
+    ball's current c from the parameters' manifold itself."""
+    del curvature
+    return optim.from_config(config)
 
 
 class StepMasks(NamedTuple):
@@ -124,3 +137,9 @@ class Trainer:
         """Model outputs for a dense (batch, n_items) array, dropout off."""
         self.model.eval()
         return self.model(_as_tensor(batch, self.device)).cpu().numpy()
+
+    @torch.no_grad()
+    def code(self, batch) -> np.ndarray:
+        """The code layer (`model.encode`) for a dense (batch, n_items) array, dropout off."""
+        self.model.eval()
+        return self.model.encode(_as_tensor(batch, self.device)).cpu().numpy()

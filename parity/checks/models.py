@@ -10,6 +10,11 @@ forward   for a grid of model configurations (every activation, tied and untied,
 training  3 epochs on ML-100K, both sides fed the same batches in the same order from the same
           weights (dropout off): every step's loss and the final weights.
 
+Each suite runs for the Euclidean autoencoder (`forward_cases`, `training_cases`) and for the
+hyperbolic one (`hae_forward_cases`, `hae_training_cases`: Möbius layers, ball biases, a learnable
+curvature; trained by `jax_impl.optim` against geoopt's Riemannian optimizers), with the
+tolerances of TOLERANCES and HAE_TOLERANCES respectively.
+
 Error measure: `parity.checks.compare`, rel = |jax - ref| / max(|ref|, atol / rtol). Arrays carry
 an absolute floor proportional to their own largest element, because a gradient entry or an
 output that is a cancelling sum of many terms is small by accident and its relative error says
@@ -57,8 +62,36 @@ TOLERANCES = {
 }
 
 
-def tolerance(what: str, dtype: str, reference) -> Tolerance:
-    rtol, floor, why = TOLERANCES[(what, dtype)]
+# The hyperbolic autoencoder's rows (kind "hae"), same measure; the acceptance bounds of issue 6.
+HAE_TOLERANCES = {
+    ("output", "float64"): (1e-9, 1e-3, "acceptance: float64 forward rel <= 1e-9"),
+    ("loss", "float64"): (1e-9, 0.0, "acceptance: float64 forward rel <= 1e-9"),
+    ("grad", "float64"): (1e-9, 1e-3, "acceptance: float64 gradients rel <= 1e-9"),
+    ("step_loss", "float64"): (1e-7, 0.0, "acceptance: training parity per-step loss rel <= 1e-7"),
+    ("weights", "float64"): (1e-7, 1e-3, "final weights after 3 epochs (ball biases included)"),
+    # float32: where points sit on the projection radius (1 - 4e-3) / sqrt(c) (the saturated cases: raw
+    # rows as points, raw ratings into the tangent input) the Möbius maps' condition number is about
+    # 1 / (1 - r^2) ~ 125, so each side's float32 rounding (1e-7) grows to 1e-5: measured <= 1.8e-5
+    # (output) and 1.5e-4 (gradients) there, <= 8e-6 elsewhere. The float64 oracle cannot judge those
+    # rows: float64 projects at 1 - 1e-5, another function on the boundary (its columns show ~1).
+    ("output", "float32"): (5e-5, 1e-1, "float32 forward; measured <= 1.8e-5 (saturated cases), <= 5e-6 elsewhere"),
+    ("loss", "float32"): (1e-5, 0.0, "float32 forward; measured <= 3.3e-7"),
+    ("grad", "float32"): (5e-4, 1e-1, "float32 gradients; measured <= 1.5e-4 (saturated cases), <= 4e-5 elsewhere"),
+    # float32 training: with a fixed curvature both sides round closely enough that Adam's early
+    # sign-like steps agree (measured step-loss gap <= 2.2e-7, final weights <= 7.9e-4 normwise after
+    # 3 epochs), while each is 3e-2 (loss) and 0.24-0.37 (weights) from the float64 oracle's trajectory
+    # (those flips). A learnable curvature's gradient sums over every output and its float32 rounding
+    # steers isp_c and with it every layer: measured 1.7e-6 (loss) and 1.7e-2 (weights), each side
+    # 0.18 from the oracle.
+    ("step_loss", "float32"): (1e-5, 0.0, "float32 training curve gap; measured <= 1.7e-6 (learnable c), "
+                                          "<= 2.2e-7 (fixed c)"),
+    ("weights", "float32"): (5e-2, 1.0, "float32 final weights, normwise; measured <= 1.7e-2 (learnable c), "
+                                        "<= 7.9e-4 (fixed c)"),
+}
+
+
+def tolerance(what: str, dtype: str, reference, kind: str = "ae") -> Tolerance:
+    rtol, floor, why = (HAE_TOLERANCES if kind == "hae" else TOLERANCES)[(what, dtype)]
     scale = float(np.max(np.abs(np.asarray(reference, np.float64)), initial=0.0))
     reason = f"{why}; floor {floor:g} x max|ref|" if floor else why
     return Tolerance(rtol=rtol, atol=max(rtol * floor * scale, 1e-300), reason=reason)
@@ -95,6 +128,35 @@ def forward_cases(large: bool = True) -> list[tuple[str, ModelConfig]]:
                                                   loss="masked_mse", code_dropout=0.8)))
         cases.append(("mult-3706", ModelConfig(layer_sizes=(3706, 600), activation="tanh", loss="multinomial",
                                                input_dropout=0.5)))
+    return cases
+
+
+def hae_forward_cases(large: bool = True) -> list[tuple[str, ModelConfig]]:
+    """The hyperbolic autoencoder: the curvatures of the sweep (1e-3 .. 1) on the chosen design
+    (tangent input, tanh, multinomial, L2 input, input and code dropout), every input map, a deeper
+    tied model with its last-layer activation, the other losses, a non-unit output scale, a learnable
+    curvature (its gradient is one of the rows' parameters); plus the preset-sized ML-1M model."""
+    base = dict(kind="hae", activation="tanh", loss="multinomial", input_normalization="l2", input_dropout=0.25,
+                code_dropout=0.5)
+    cases = []
+    for c in (1e-3, 1e-2, 0.1, 1.0):
+        cases.append((f"hae-tangent-c{c:g}", ModelConfig(layer_sizes=(48, 20), c=c, **base)))
+    cases.append(("hae-expmap0-c0.1", ModelConfig(layer_sizes=(48, 20), c=0.1, input_map="expmap0", **base)))
+    cases.append(("hae-point-raw-c0.5", ModelConfig(layer_sizes=(48, 20), c=0.5, input_map="point",
+                                                    **{**base, "input_normalization": "none"})))
+    cases.append(("hae-deep-tied-elu-lastact-c1", ModelConfig(layer_sizes=(48, 24, 12), c=1.0, tied=True,
+                                                              last_layer_activation=True,
+                                                              **{**base, "activation": "elu"})))
+    cases.append(("hae-deep-sigmoid-masked_mse-c0.5", ModelConfig(layer_sizes=(48, 32, 16), c=0.5,
+                                                                   **{**base, "activation": "sigmoid",
+                                                                      "loss": "masked_mse",
+                                                                      "input_normalization": "none"})))
+    cases.append(("hae-swish-bce-scale3-c0.1", ModelConfig(layer_sizes=(48, 16), c=0.1, output_scale=3.0,
+                                                           **{**base, "activation": "swish", "loss": "bce"})))
+    cases.append(("hae-learn_c-deep-c0.5", ModelConfig(layer_sizes=(48, 24, 12), c=0.5, learn_c=True, **base)))
+    if large:
+        cases.append(("hae-3706-c0.1", ModelConfig(layer_sizes=(3706, 600), c=0.1,
+                                                   **{**base, "input_dropout": 0.5, "code_dropout": 0.0})))
     return cases
 
 
@@ -179,10 +241,10 @@ def _run_torch(config: ModelConfig, weights, inputs, dtype: str):
     return out.detach().numpy(), float(loss.detach()), convert.extract_torch(model, grads=True)
 
 
-def _grad_comparisons(jax_grads: Mapping, ref_grads: Mapping, dtype: str):
+def _grad_comparisons(jax_grads: Mapping, ref_grads: Mapping, dtype: str, kind: str = "ae"):
     comparisons, worst, tol_of = [], ("", -1.0), {}
     for name, ref in ref_grads.items():
-        tol = tolerance("grad", dtype, ref)
+        tol = tolerance("grad", dtype, ref, kind)
         c = compare(jax_grads[name], ref, tol)
         comparisons.append(c)
         tol_of[name] = tol
@@ -192,11 +254,11 @@ def _grad_comparisons(jax_grads: Mapping, ref_grads: Mapping, dtype: str):
 
 
 def forward_records(dtype: str, *, seed: int = 0, batch: int = 16, large: bool = True,
-                    only: Iterable[str] | None = None) -> list[ParityRecord]:
-    """Output, loss and gradients of every case (or of the cases named in `only`) in `dtype`;
-    float32 rows carry the oracle arm."""
+                    only: Iterable[str] | None = None, kind: str = "ae") -> list[ParityRecord]:
+    """Output, loss and gradients of every case of model `kind` ("ae": `forward_cases`, "hae":
+    `hae_forward_cases`), or of the cases named in `only`, in `dtype`; float32 rows carry the oracle arm."""
     records = []
-    for index, (name, config) in enumerate(forward_cases(large)):
+    for index, (name, config) in enumerate(forward_cases(large) if kind == "ae" else hae_forward_cases(large)):
         if only is not None and name not in only:
             continue
         rng = np.random.default_rng([seed, index])  # a case's batch does not depend on which others ran
@@ -213,17 +275,17 @@ def forward_records(dtype: str, *, seed: int = 0, batch: int = 16, large: bool =
         def arms(what, got, ref, truth):
             if truth is None:
                 return {}
-            tol = tolerance(what, dtype, truth)
+            tol = tolerance(what, dtype, truth, kind)
             return {"jax_vs_oracle": compare(got, truth, tol).max_rel_err,
                     "ref_vs_oracle": compare(ref, truth, tol).max_rel_err}
 
-        tol = tolerance("output", dtype, t_out)
+        tol = tolerance("output", dtype, t_out, kind)
         records.append(_record(f"forward/{name}/output", dtype, compare(j_out, t_out, tol), tol, case=name,
                                **arms("output", j_out, t_out, oracle and oracle[0])))
-        tol = tolerance("loss", dtype, t_loss)
+        tol = tolerance("loss", dtype, t_loss, kind)
         records.append(_record(f"forward/{name}/loss", dtype, compare(j_loss, t_loss, tol), tol, case=name,
                                **arms("loss", j_loss, t_loss, oracle and oracle[1])))
-        comparisons, worst, tol_of = _grad_comparisons(j_grads, t_grads, dtype)
+        comparisons, worst, tol_of = _grad_comparisons(j_grads, t_grads, dtype, kind)
         extra = {"case": name, "worst_parameter": worst, "n_parameters": len(t_grads)}
         if oracle is not None:
             extra["jax_vs_oracle"] = max(compare(j_grads[k], oracle[2][k], tol_of[k]).max_rel_err for k in t_grads)
@@ -274,6 +336,42 @@ def training_cases(n_items: int) -> list[TrainingCase]:
     ]
 
 
+def hae_training_cases(n_items: int) -> list[TrainingCase]:
+    """The hyperbolic autoencoder, trained by the Riemannian optimizers (`jax_impl.optim` against
+    geoopt's): the preset-sized model at c = 0.1 and at c = 1 (its code layer on the projection
+    radius: the clamps are exercised) with Riemannian Adam, and a deeper tied ELU model with the
+    Bernoulli likelihood and Riemannian SGD (Nesterov momentum, weight decay, which also pulls the
+    ball biases), and a learnable curvature (the ball biases move with its value of before each step,
+    on both sides); dropout off."""
+    base = dict(kind="hae", activation="tanh", loss="multinomial", input_normalization="l2")
+    return [
+        TrainingCase("hae-adam-c0.1", ModelConfig(layer_sizes=(n_items, 600), c=0.1, **base),
+                     OptimizerConfig(name="adam", learning_rate=1e-3), implicit=True),
+        TrainingCase("hae-adam-c1", ModelConfig(layer_sizes=(n_items, 600), c=1.0, **base),
+                     OptimizerConfig(name="adam", learning_rate=1e-3), implicit=True),
+        TrainingCase("hae-deep-tied-sgd-c0.5", ModelConfig(layer_sizes=(n_items, 128, 32), c=0.5, tied=True,
+                                                           **{**base, "activation": "elu", "loss": "bce"}),
+                     OptimizerConfig(name="sgd", learning_rate=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-4),
+                     implicit=True),
+        TrainingCase("hae-adam-learn_c-c0.1", ModelConfig(layer_sizes=(n_items, 200), c=0.1, learn_c=True, **base),
+                     OptimizerConfig(name="adam", learning_rate=1e-3), implicit=True),
+    ]
+
+
+def _optimizer_for(framework: str, case: TrainingCase):
+    """Euclidean models: torch.optim / optax; the hyperbolic one: the Riemannian optimizers."""
+    if framework == "jax":
+        import jax_impl.train as side
+    else:
+        import torch_ref.train as side
+    if case.model.kind == "hae":
+        curvature = None
+        if case.model.learn_c and framework == "jax":  # geoopt reads its learnable ball's c itself
+            from jax_impl.models import learned_curvature as curvature
+        return side.riemannian_optimizer(case.optimizer, curvature=curvature)
+    return side.euclidean_optimizer(case.optimizer)
+
+
 def train_side(framework: str, case: TrainingCase, matrix: np.ndarray, weights: Mapping[str, np.ndarray],
                dtype: str, *, epochs: int = 3, seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Train one side from `weights` on the batches of `parity.data.batch_order(seed, epoch)`;
@@ -288,7 +386,7 @@ def train_side(framework: str, case: TrainingCase, matrix: np.ndarray, weights: 
 
         import jax_impl.train as jt
 
-        trainer = jt.Trainer(convert.jax_model(case.model, weights, dtype), jt.euclidean_optimizer(case.optimizer),
+        trainer = jt.Trainer(convert.jax_model(case.model, weights, dtype), _optimizer_for("jax", case),
                              dense_refeeding=case.dense_refeeding)
         device_matrix = jnp.asarray(dense)
     else:
@@ -296,7 +394,7 @@ def train_side(framework: str, case: TrainingCase, matrix: np.ndarray, weights: 
 
         import torch_ref.train as tt
 
-        trainer = tt.Trainer(convert.torch_model(case.model, weights, dtype), tt.euclidean_optimizer(case.optimizer),
+        trainer = tt.Trainer(convert.torch_model(case.model, weights, dtype), _optimizer_for("torch", case),
                              dense_refeeding=case.dense_refeeding)
         device_matrix = torch.from_numpy(dense)
     losses = [trainer.train_epoch(device_matrix, batch_order(len(dense), case.batch_size, seed, epoch))
@@ -314,16 +412,18 @@ def train_both(case: TrainingCase, matrix: np.ndarray, dtype: str, *, epochs: in
             train_side("torch", case, matrix, weights, dtype, epochs=epochs, seed=seed))
 
 
-def _weights_comparison(got: Mapping, ref: Mapping, dtype: str):
-    comparisons = {k: compare(got[k], ref[k], tolerance("weights", dtype, ref[k])) for k in ref}
+def _weights_comparison(got: Mapping, ref: Mapping, dtype: str, kind: str = "ae"):
+    comparisons = {k: compare(got[k], ref[k], tolerance("weights", dtype, ref[k], kind)) for k in ref}
     worst = max(comparisons, key=lambda k: comparisons[k].max_rel_err)
-    passed = all(c.passes(tolerance("weights", dtype, ref[k])) for k, c in comparisons.items())
+    passed = all(c.passes(tolerance("weights", dtype, ref[k], kind)) for k, c in comparisons.items())
     return merge(list(comparisons.values())), worst, passed
 
 
 def training_records(dtype: str, *, dataset: str = "ml-100k", data_dir=None, epochs: int = 3, seed: int = 0,
-                     cases: Iterable[str] | None = None, max_users: int | None = None) -> list[ParityRecord]:
-    """The training-parity suite on `dataset` (all users' rating rows; implicit cases use 0/1).
+                     cases: Iterable[str] | None = None, max_users: int | None = None,
+                     kind: str = "ae") -> list[ParityRecord]:
+    """The training-parity suite of model `kind` ("ae": `training_cases`, "hae": `hae_training_cases`)
+    on `dataset` (all users' rating rows; implicit cases use 0/1).
 
     float32 rows carry the oracle arm: the float64 trajectory from the same float32-rounded start
     (computed by the reference), and each side's distance to it in the same measure.
@@ -335,7 +435,7 @@ def training_records(dtype: str, *, dataset: str = "ml-100k", data_dir=None, epo
     ratings = data.matrix()
     users = np.flatnonzero(np.diff(ratings.indptr) > 0)[:max_users]
     records = []
-    for case in training_cases(data.n_items):
+    for case in (training_cases if kind == "ae" else hae_training_cases)(data.n_items):
         if cases is not None and case.name not in cases:
             continue
         matrix = dense_rows(ratings, users, np.float64)
@@ -349,7 +449,7 @@ def training_records(dtype: str, *, dataset: str = "ml-100k", data_dir=None, epo
         steps_per_epoch = len(j_loss) // epochs
         per_epoch = lambda a: [float(v) for v in a[:, 0].reshape(epochs, steps_per_epoch).mean(axis=1)]
         gap = np.abs(j_loss - t_loss) / np.abs(t_loss)
-        tol = tolerance("step_loss", dtype, t_loss)
+        tol = tolerance("step_loss", dtype, t_loss, kind)
         extra = dict(case=case.name, dataset=dataset, epochs=epochs, steps=int(j_loss.shape[0]), n_users=int(len(users)),
                      jax_epoch_loss=per_epoch(j_loss), ref_epoch_loss=per_epoch(t_loss),
                      epoch_max_gap=[float(v) for v in gap[:, 0].reshape(epochs, steps_per_epoch).max(axis=1)])
@@ -358,12 +458,13 @@ def training_records(dtype: str, *, dataset: str = "ml-100k", data_dir=None, epo
                          ref_vs_oracle=compare(t_loss, oracle[0], tol).max_rel_err)
         records.append(_record(f"training/{case.name}/step_loss", dtype, compare(j_loss, t_loss, tol), tol, **extra))
 
-        merged, worst, passed = _weights_comparison(j_w, t_w, dtype)
+        merged, worst, passed = _weights_comparison(j_w, t_w, dtype, kind)
         extra = dict(case=case.name, worst_parameter=worst)
         if oracle is not None:
-            extra.update(jax_vs_oracle=_weights_comparison(j_w, oracle[1], dtype)[0].max_rel_err,
-                         ref_vs_oracle=_weights_comparison(t_w, oracle[1], dtype)[0].max_rel_err)
-        record = _record(f"training/{case.name}/weights", dtype, merged, tolerance("weights", dtype, t_w[worst]), **extra)
+            extra.update(jax_vs_oracle=_weights_comparison(j_w, oracle[1], dtype, kind)[0].max_rel_err,
+                         ref_vs_oracle=_weights_comparison(t_w, oracle[1], dtype, kind)[0].max_rel_err)
+        record = _record(f"training/{case.name}/weights", dtype, merged,
+                         tolerance("weights", dtype, t_w[worst], kind), **extra)
         record.passed = passed
         records.append(record)
     return records
@@ -397,10 +498,11 @@ def run(dtypes: Iterable[str], *, training: bool = True, large: bool = True, dat
     jobs = [("forward", d) for d in dtypes] + ([("training", d) for d in dtypes] if training else [])
     records = []
     for suite, dtype in tqdm(jobs, desc="models parity", disable=not progress, file=sys.stderr):
-        if suite == "forward":
-            records += forward_records(dtype, large=large)
-        else:
-            records += training_records(dtype, dataset=dataset, data_dir=data_dir)
+        for kind in ("ae", "hae"):
+            if suite == "forward":
+                records += forward_records(dtype, large=large, kind=kind)
+            else:
+                records += training_records(dtype, dataset=dataset, data_dir=data_dir, kind=kind)
     return records
 
 

@@ -7,8 +7,8 @@ dataset's width, ML-1M: 3,706 items) and every arm:
     torch-eager     `torch_ref.train.Trainer.train_epoch`, batches gathered on the device, one sync per epoch
     torch-compile   the same with `torch.compile(model, dynamic=False)` (forward and its backward;
                     loss and optimizer step stay eager)
-    jax-jit         `jax_impl.train.Trainer.train_step` per batch (one jitted step), batches gathered on the
-                    device; the loop mirrors torch-eager's
+    jax-jit         `jax_impl.train.Trainer.train_epoch_stepwise`: one jitted step per batch, dispatched
+                    without waiting, rows gathered on the device; the loop mirrors torch-eager's
     jax-scan        `jax_impl.train.Trainer.train_epoch`: the whole epoch as one compiled program, the dense
                     training matrix on the device and rows gathered inside a `lax.scan` in the same batch order
 
@@ -400,14 +400,7 @@ class JaxArm:
         if self.name == "jax-scan":
             self.trainer.train_epoch(matrix, batches, self.masks_type(*masks))  # returns host losses: synced
             return
-        device_masks = self.put_masks(masks)  # once per epoch, as torch's train_epoch converts them
-        start = 0
-        for rows in batches:
-            stop = start + len(rows)
-            step_masks = self.masks_type(*(None if m is None else m[start:stop] for m in device_masks))
-            self.trainer.train_step(matrix[self.jnp.asarray(rows)], step_masks)
-            start = stop
-        self.sync()
+        self.trainer.train_epoch_stepwise(matrix, batches, self.masks_type(*masks))  # returns host losses: synced
 
     def step(self, batch, masks) -> None:
         self.trainer.train_step(batch, masks)  # returns host losses: synced

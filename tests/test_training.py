@@ -74,6 +74,22 @@ def test_scanned_epoch_equals_step_by_step():
     np.testing.assert_allclose(scanned.score(MATRIX), stepped.score(MATRIX), rtol=1e-12, atol=1e-14)
 
 
+def test_stepwise_epoch_equals_scanned_epoch_and_leaves_the_model_intact():
+    config = ModelConfig(layer_sizes=(N_ITEMS, 16), activation="tanh", loss="multinomial", input_dropout=0.3)
+    weights = convert.init_weights(config, 3)
+    opt = jt.euclidean_optimizer(OPTIMIZERS[0])
+    model = convert.jax_model(config, weights, "float64")
+    scanned = jt.Trainer(model, opt)
+    stepwise = jt.Trainer(convert.jax_model(config, weights, "float64"), opt)
+    masks = jt.StepMasks(*_masks(config, False))
+    for _ in range(2):  # the second epoch runs on the donated buffers of the first
+        np.testing.assert_allclose(stepwise.train_epoch_stepwise(MATRIX, BATCHES, masks),
+                                   scanned.train_epoch(MATRIX, BATCHES, masks), rtol=1e-13)
+    np.testing.assert_allclose(stepwise.score(MATRIX), scanned.score(MATRIX), rtol=1e-12, atol=1e-14)
+    # the steps donate the trainer's buffers, never the caller's model's
+    np.testing.assert_array_equal(convert.extract_jax(model)["encoder.0.weight"], weights["encoder.0.weight"])
+
+
 def test_adam_first_step_is_minus_lr_times_sign_of_gradient():
     """Both libraries: m_hat = g, v_hat = g^2 after one step, so the update is -lr g / (|g| + eps):
     eps outside the square root, after both bias corrections (|step| is lr within eps / |g| < 1e-4)."""

@@ -240,10 +240,11 @@ def _tolerance(dtype: str, scale: float) -> Tolerance:
     return Tolerance(tol.rtol, tol.rtol * floor * scale, tol.reason)
 
 
-def _worst_step(got: np.ndarray, ref: np.ndarray, tol: Tolerance) -> int:
+def _step_errors(got: np.ndarray, ref: np.ndarray, tol: Tolerance) -> np.ndarray:
+    """Max relative error (the measure of `compare`) after each step: (n_steps,); NaN where a side is not finite."""
     abs_err = np.abs(got.astype(np.float64) - ref.astype(np.float64))
     rel = abs_err / np.maximum(np.abs(ref.astype(np.float64)), tol.atol / tol.rtol)
-    return int(np.nanargmax(rel.reshape(len(rel), -1).max(axis=1)))
+    return rel.reshape(len(rel), -1).max(axis=1)
 
 
 def check_row(case: Case, exact: bool, dtype: str, *, c_values: Sequence[float] = C_VALUES, steps: int = STEPS,
@@ -253,6 +254,7 @@ def check_row(case: Case, exact: bool, dtype: str, *, c_values: Sequence[float] 
     judged, whole, per_c = [], [], {}
     oracle_jax, oracle_ref = [], []
     worst_step, worst = 0, -1.0
+    per_step = np.zeros(steps)  # worst over c and over points / weight, step by step (the report's plot)
     max_c_norm2 = 0.0
     for c in c_values:
         problem = make_problem(c, seed)
@@ -265,7 +267,9 @@ def check_row(case: Case, exact: bool, dtype: str, *, c_values: Sequence[float] 
             tol = _tolerance(dtype, scale)
             comps_judged.append(compare(jax_out[key][:window], ref_out[key][:window], tol))
             comps_whole.append(compare(jax_out[key], ref_out[key], tol))
-            row_step = _worst_step(jax_out[key], ref_out[key], tol)
+            step_errors = _step_errors(jax_out[key], ref_out[key], tol)
+            per_step = np.fmax(per_step, step_errors)
+            row_step = int(np.nanargmax(step_errors))
             if comps_whole[-1].max_rel_err > worst:
                 worst, worst_step = comps_whole[-1].max_rel_err, row_step
         judged.append(merge(comps_judged))
@@ -295,6 +299,7 @@ def check_row(case: Case, exact: bool, dtype: str, *, c_values: Sequence[float] 
         "trajectory_max_rel_err": overall.max_rel_err,
         "trajectory_max_abs_err": overall.max_abs_err,
         "worst_step": worst_step + 1,
+        "per_step_max_rel_err": [float(f"{e:.3g}") for e in per_step],
         "max_c_norm2": max_c_norm2,
         "floor_fraction": TOLERANCES[dtype][1],
         **per_c,

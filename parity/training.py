@@ -99,22 +99,22 @@ def epoch_masks(model: ModelConfig, train: TrainConfig, seed: int, epoch: int, n
 # one framework behind one interface
 
 
-def _optimizer(framework: str, run: RunConfig):
+def optimizer_for(framework: str, model: ModelConfig, optimizer: OptimizerConfig):
     """The Euclidean model trains with torch.optim / optax; the hyperbolic one with the Riemannian
     optimizers (geoopt's on the PyTorch side, `jax_impl.optim` on the JAX side), which move the ball
     parameters along the ball and the Euclidean weights as the Euclidean optimizer would."""
-    if run.model.kind not in ("ae", "hae"):
-        raise NotImplementedError(f"training for model kind {run.model.kind!r} is not wired into `train` yet")
+    if model.kind not in ("ae", "hae"):
+        raise NotImplementedError(f"training for model kind {model.kind!r} is not wired into `train` yet")
     if framework == "jax":
         import jax_impl.train as side
     else:
         import torch_ref.train as side
-    if run.model.kind == "hae":
+    if model.kind == "hae":
         curvature = None
-        if run.model.learn_c and framework == "jax":  # geoopt reads its learnable ball's c itself
+        if model.learn_c and framework == "jax":  # geoopt reads its learnable ball's c itself
             from jax_impl.models import learned_curvature as curvature
-        return side.riemannian_optimizer(run.optimizer, curvature=curvature)
-    return side.euclidean_optimizer(run.optimizer)
+        return side.riemannian_optimizer(optimizer, curvature=curvature)
+    return side.euclidean_optimizer(optimizer)
 
 
 def current_curvature(model: ModelConfig, weights: dict[str, np.ndarray]) -> float:
@@ -185,13 +185,13 @@ class Side:
             import jax_impl.train as jt
 
             self._masks = jt.StepMasks
-            self.trainer = jt.Trainer(convert.jax_model(run.model, weights, self.dtype), _optimizer(framework, run),
+            self.trainer = jt.Trainer(convert.jax_model(run.model, weights, self.dtype), optimizer_for(framework, run.model, run.optimizer),
                                       dense_refeeding=run.train.dense_refeeding)
         elif framework == "torch":
             import torch_ref.train as tt
 
             self._masks = tt.StepMasks
-            self.trainer = tt.Trainer(convert.torch_model(run.model, weights, self.dtype), _optimizer(framework, run),
+            self.trainer = tt.Trainer(convert.torch_model(run.model, weights, self.dtype), optimizer_for(framework, run.model, run.optimizer),
                                       dense_refeeding=run.train.dense_refeeding)
         else:
             raise ValueError(f"unknown framework {framework!r}")

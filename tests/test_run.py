@@ -1,6 +1,6 @@
 """`poincare-parity run` plumbing: the planned command lines are valid for the real CLI, and a stage
 that fails is recorded and reported while the run goes on. The stages' own work is tested elsewhere
-(a whole `run --quick` takes about 15 minutes)."""
+(a whole `run --quick` takes about 10 minutes)."""
 
 from __future__ import annotations
 

@@ -183,18 +183,25 @@ class Affine(nn.Module):
         return F.linear(x, tied_weight.T, self.bias)  # tied_weight is the encoder's (in, out) = our W^T
 
 
+
+def check_config(config: ModelConfig, kind: str, model_name: str) -> None:
+    """The checks every model of this file makes before building anything: its kind, at least
+    (n_items, code_size), known activation, loss and input normalisation."""
+    if config.kind != kind:
+        raise ValueError(f"{model_name} needs ModelConfig(kind={kind!r}), got kind={config.kind!r}")
+    if len(config.layer_sizes) < 2:
+        raise ValueError(f"layer_sizes needs at least (n_items, code_size), got {config.layer_sizes}")
+    activation(config.activation), loss_function(config.loss)  # fail early on a typo
+    if config.input_normalization not in ("none", "l2"):
+        raise ValueError(f"input_normalization must be 'none' or 'l2', got {config.input_normalization!r}")
+
+
 class AutoEncoder(nn.Module):
     """DeepRecommender autoencoder; see the module docstring for the equations."""
 
     def __init__(self, config: ModelConfig, *, dtype=torch.float32):
         super().__init__()
-        if config.kind != "ae":
-            raise ValueError(f"AutoEncoder needs ModelConfig(kind='ae'), got kind={config.kind!r}")
-        if len(config.layer_sizes) < 2:
-            raise ValueError(f"layer_sizes needs at least (n_items, code_size), got {config.layer_sizes}")
-        activation(config.activation), loss_function(config.loss)  # fail early on a typo
-        if config.input_normalization not in ("none", "l2"):
-            raise ValueError(f"input_normalization must be 'none' or 'l2', got {config.input_normalization!r}")
+        check_config(config, "ae", "AutoEncoder")
         config = dataclasses.replace(config, layer_sizes=tuple(config.layer_sizes))  # hashable: a static of jit
         self.config = config
         sizes = config.layer_sizes
@@ -239,13 +246,7 @@ OUTPUT_MAPS = ("logmap0",)
 
 def check_hyperbolic_config(config: ModelConfig) -> None:
     """The checks both frameworks' HyperbolicAutoEncoder make before building anything."""
-    if config.kind != "hae":
-        raise ValueError(f"HyperbolicAutoEncoder needs ModelConfig(kind='hae'), got kind={config.kind!r}")
-    if len(config.layer_sizes) < 2:
-        raise ValueError(f"layer_sizes needs at least (n_items, code_size), got {config.layer_sizes}")
-    activation(config.activation), loss_function(config.loss)  # fail early on a typo
-    if config.input_normalization not in ("none", "l2"):
-        raise ValueError(f"input_normalization must be 'none' or 'l2', got {config.input_normalization!r}")
+    check_config(config, "hae", "HyperbolicAutoEncoder")
     if not config.c > 0:
         raise ValueError(f"the curvature c must be > 0, got {config.c!r}")
     if config.input_map not in INPUT_MAPS:

@@ -358,27 +358,15 @@ def hae_training_cases(n_items: int) -> list[TrainingCase]:
     ]
 
 
-def _optimizer_for(framework: str, case: TrainingCase):
-    """Euclidean models: torch.optim / optax; the hyperbolic one: the Riemannian optimizers."""
-    if framework == "jax":
-        import jax_impl.train as side
-    else:
-        import torch_ref.train as side
-    if case.model.kind == "hae":
-        curvature = None
-        if case.model.learn_c and framework == "jax":  # geoopt reads its learnable ball's c itself
-            from jax_impl.models import learned_curvature as curvature
-        return side.riemannian_optimizer(case.optimizer, curvature=curvature)
-    return side.euclidean_optimizer(case.optimizer)
-
-
 def train_side(framework: str, case: TrainingCase, matrix: np.ndarray, weights: Mapping[str, np.ndarray],
                dtype: str, *, epochs: int = 3, seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Train one side from `weights` on the batches of `parity.data.batch_order(seed, epoch)`;
     -> (losses (steps, k), final weights)."""
     from parity import convert
     from parity.data import batch_order
+    from parity.training import optimizer_for
 
+    optimizer = optimizer_for(framework, case.model, case.optimizer)
     weights = {k: np.asarray(v).astype(dtype) for k, v in weights.items()}
     dense = matrix.astype(dtype)
     if framework == "jax":
@@ -386,7 +374,7 @@ def train_side(framework: str, case: TrainingCase, matrix: np.ndarray, weights: 
 
         import jax_impl.train as jt
 
-        trainer = jt.Trainer(convert.jax_model(case.model, weights, dtype), _optimizer_for("jax", case),
+        trainer = jt.Trainer(convert.jax_model(case.model, weights, dtype), optimizer,
                              dense_refeeding=case.dense_refeeding)
         device_matrix = jnp.asarray(dense)
     else:
@@ -394,7 +382,7 @@ def train_side(framework: str, case: TrainingCase, matrix: np.ndarray, weights: 
 
         import torch_ref.train as tt
 
-        trainer = tt.Trainer(convert.torch_model(case.model, weights, dtype), _optimizer_for("torch", case),
+        trainer = tt.Trainer(convert.torch_model(case.model, weights, dtype), optimizer,
                              dense_refeeding=case.dense_refeeding)
         device_matrix = torch.from_numpy(dense)
     losses = [trainer.train_epoch(device_matrix, batch_order(len(dense), case.batch_size, seed, epoch))

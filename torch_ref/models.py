@@ -312,22 +312,31 @@ class HyperbolicAutoEncoder(nn.Module):
             h = hyperbolic_activation(y, f, c=c, tangent=code_dropout)
         return h
 
+    def _decoder_body(self, z: Tensor, c) -> tuple[Tensor, MobiusLinear, Tensor | None]:
+        """Every decoder layer but the last, each followed by the activation; -> (their output, the last
+        layer, the weight it borrows when tied)."""
+        f = activation(self.config.activation)
+        last = len(self.decoder) - 1
+        tied_weights = [self.encoder[last - index].weight.T if self.config.tied else None for index in range(last + 1)]
+        d = z
+        for index in range(last):
+            d = hyperbolic_activation(self.decoder[index](d, tied_weights[index], c=c), f, c=c)
+        return d, self.decoder[last], tied_weights[last]
+
     def decode_point(self, z: Tensor) -> Tensor:
         """The decoder's last point d_L on the ball, (batch, n_items)."""
-        f = activation(self.config.activation)
         c = self.curvature()
-        last = len(self.decoder) - 1
-        d = z
-        for index, layer in enumerate(self.decoder):
-            tied_weight = self.encoder[last - index].weight.T if self.config.tied else None
-            d = layer(d, tied_weight, c=c)
-            if index != last or self.config.last_layer_activation:
-                d = hyperbolic_activation(d, f, c=c)
+        d, last_layer, tied_weight = self._decoder_body(z, c)
+        d = last_layer(d, tied_weight, c=c)
+        if self.config.last_layer_activation:
+            d = hyperbolic_activation(d, activation(self.config.activation), c=c)
         return d
 
     def scores(self, point: Tensor) -> Tensor:
         """Item scores (logits) from the decoder's last point: output_scale * log_0(point)."""
-        s = to_tangent(point, c=self.curvature())
+        return self._scaled(to_tangent(point, c=self.curvature()))
+
+    def _scaled(self, s: Tensor) -> Tensor:
         return s if self.config.output_scale == 1.0 else s * self.config.output_scale
 
     def decode(self, z: Tensor) -> Tensor:
@@ -335,16 +344,9 @@ class HyperbolicAutoEncoder(nn.Module):
         as one `logmap0_of` when no activation follows the last layer."""
         if self.config.last_layer_activation:
             return self.scores(self.decode_point(z))
-        f = activation(self.config.activation)
         c = self.curvature()
-        last = len(self.decoder) - 1
-        d = z
-        for index, layer in enumerate(self.decoder):
-            tied_weight = self.encoder[last - index].weight.T if self.config.tied else None
-            if index == last:
-                s = layer.logmap0_of(d, tied_weight, c=c)
-                return s if self.config.output_scale == 1.0 else s * self.config.output_scale
-            d = hyperbolic_activation(layer(d, tied_weight, c=c), f, c=c)
+        d, last_layer, tied_weight = self._decoder_body(z, c)
+        return self._scaled(last_layer.logmap0_of(d, tied_weight, c=c))
 
     def forward(self, x: Tensor, *, input_keep: Tensor | None = None, code_keep: Tensor | None = None) -> Tensor:
         return self.decode(self.encode(x, input_keep=input_keep, code_keep=code_keep))

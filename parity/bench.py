@@ -51,6 +51,7 @@ import itertools
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -746,6 +747,39 @@ def _ratios(arm_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+# XLA:CPU names its compiled operations after the HLO instructions ("dot.3", "ynn_fusion.1" for a
+# YNNPACK matmul with its fused epilogue, "multiply_add_fusion.2"); control flow ("while": the scan)
+# encloses the others, and runtime bookkeeping has "::" or spaces in its name, Python frames a "$"
+_MATMUL_OP = re.compile(r"dot|ynn|gemm|matmul|convolution")
+_ENCLOSING_OP = re.compile(r"^(while|conditional|call)(\.\d+)?$")
+_HLO_NAME = re.compile(r"^[A-Za-z_][\w.\-]*$")
+
+
+def summarize_jax_trace(folder: Path, top: int = 12) -> dict[str, Any]:
+    """Where a traced JAX epoch spent its time, from the XLA operations in the trace: total seconds
+    in matrix products (their fused epilogues included) and in everything else, and the `top`
+    operations by time. Durations are summed over threads, so they can exceed the wall time."""
+    import gzip
+
+    files = sorted(Path(folder).rglob("*.trace.json.gz"))
+    if not files:
+        return {"error": f"no *.trace.json.gz under {folder}"}
+    events = json.loads(gzip.open(files[-1]).read())["traceEvents"]
+    seconds: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for event in events:
+        name = event.get("name", "")
+        if event.get("ph") != "X" or not _HLO_NAME.match(name) or _ENCLOSING_OP.match(name):
+            continue
+        seconds[name] = seconds.get(name, 0.0) + event.get("dur", 0.0) * 1e-6
+        counts[name] = counts.get(name, 0) + 1
+    matmul = sum(v for k, v in seconds.items() if _MATMUL_OP.search(k))
+    ranked = sorted(seconds, key=seconds.get, reverse=True)[:top]
+    return {"matmul_s": matmul, "other_s": sum(seconds.values()) - matmul,
+            "top": [{"op": k, "seconds": seconds[k], "calls": counts[k], "matmul": bool(_MATMUL_OP.search(k))}
+                    for k in ranked]}
+
+
 def _profile_epoch(state: _ArmState, fed, folder: Path) -> dict[str, Any]:
     """One more epoch under the framework's profiler: torch's op table (text) or a JAX trace folder."""
     batches, masks, _ = fed
@@ -765,10 +799,12 @@ def _profile_epoch(state: _ArmState, fed, folder: Path) -> dict[str, Any]:
         import jax
 
         path = folder / f"{state.name}-trace"
+        started = time.perf_counter()
         with jax.profiler.trace(str(path)):
             state.arm.epoch(state.matrix, batches, masks)
             state.arm.sync()
-        return {"trace_dir": str(path),
+        wall_s = time.perf_counter() - started
+        return {"trace_dir": str(path), "epoch_s_traced": wall_s, "xla_ops": summarize_jax_trace(path),
                 "view": "the *.trace.json.gz inside in ui.perfetto.dev, or xprof / tensorboard on the folder"}
     except Exception as error:  # noqa: BLE001 - a profiler problem must not lose the timings
         return {"error": _error_text(error)}
@@ -991,6 +1027,15 @@ def format_results(payload: dict[str, Any]) -> str:
                            "compile s", "peak MB", "matmul epoch/step"), rows))
         rates = ", ".join(f"{fw} {rate['gflops']:.1f} GFLOP/s" for fw, rate in w.get("matmul_rate", {}).items())
         out.append(f"matmul rate at the model's shapes: {rates}")
+        for r in w["arms"]:
+            ops = r.get("profile", {}).get("xla_ops")
+            if ops and "matmul_s" in ops:
+                top = ", ".join(f"{o['op']} {o['seconds']:.3f}" for o in ops["top"] if not o["matmul"])
+                out.append(f"profile {r['arm']}: XLA ops {ops['matmul_s']:.3f} s in matrix products, "
+                           f"{ops['other_s']:.3f} s elsewhere (traced epoch {r['profile']['epoch_s_traced']:.2f} s); "
+                           f"largest others: {top}")
+            elif r.get("profile", {}).get("ops_table"):
+                out.append(f"profile {r['arm']}: op table in {r['profile']['ops_table']}")
         train_ratios = [x for x in w["ratios"] if x["metric"] == "train_users_per_s"]
         if train_ratios:
             out.append("training throughput ratios: " + "; ".join(

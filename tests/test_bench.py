@@ -124,3 +124,17 @@ def test_torch_compile_arm_on_a_tiny_model():
     record = bench.bench_model("ae-neumf", data, arms=("torch-eager", "torch-compile"), repeats=1, steps=1,
                                hidden_cap=8, matmul_target_s=0.001)
     assert [a["status"] for a in record["arms"]] == ["ok", "ok"], [a.get("error") for a in record["arms"]]
+
+
+def test_profile_summarises_where_a_jax_epoch_spends_its_time(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    code = main(["bench", "--tiny", "--presets", "hae-neumf", "--arms", "torch-eager,jax-scan", "--no-optimizer",
+                 "--no-progress", "--profile", str(tmp_path / "prof"), "--json", str(path)])
+    assert code == 0
+    arms = {a["arm"]: a for a in json.loads(path.read_text())["workloads"][0]["arms"]}
+    ops = arms["jax-scan"]["profile"]["xla_ops"]
+    assert ops["matmul_s"] > 0 and ops["other_s"] > 0  # the Möbius maps and the optimizer are not matmuls
+    assert any(o["matmul"] for o in ops["top"]) and any(not o["matmul"] for o in ops["top"])
+    assert not any(o["op"].startswith("while") for o in ops["top"])  # the scan encloses the rest: not counted
+    assert (tmp_path / "prof" / "hae-neumf" / "torch-eager-ops.txt").exists()
+    assert "profile jax-scan: XLA ops" in capsys.readouterr().out

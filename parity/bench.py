@@ -973,7 +973,8 @@ def run_bench(presets: Sequence[str], data: BenchData, *, arms: Sequence[str] = 
 # printing
 
 
-def _fmt_stat(stat: dict[str, Any] | None, scale: float = 1.0, digits: int = 0) -> str:
+def format_stat(stat: dict[str, Any] | None, scale: float = 1.0, digits: int = 0) -> str:
+    """A `summarize` record as 'median [min, max]' (times `scale`), '-' when empty."""
     if not stat or stat.get("median") is None:
         return "-"
     lo = "?" if stat.get("min") is None else f"{stat['min'] * scale:.{digits}f}"
@@ -1017,9 +1018,9 @@ def format_results(payload: dict[str, Any]) -> str:
             peak = memory.get("device_peak_mb")
             if peak is None and memory.get("resident_mb") is not None and memory.get("epoch_peak_above_mb") is not None:
                 peak = memory["resident_mb"] + memory["epoch_peak_above_mb"]
-            rows.append((r["arm"], _fmt_stat(r["train_users_per_s"]), f"{r['epoch_s']['median']:.2f}",
+            rows.append((r["arm"], format_stat(r["train_users_per_s"]), f"{r['epoch_s']['median']:.2f}",
                          f"{r['feed_s']['median']:.2f}", f"{r['loop_overhead_s']:.2f}",
-                         _fmt_stat(r["step_s"], 1e3, 1), _fmt_stat(r["infer_users_per_s"]), f"{r['compile_s']:.1f}",
+                         format_stat(r["step_s"], 1e3, 1), format_stat(r["infer_users_per_s"]), f"{r['compile_s']:.1f}",
                          "-" if peak is None else f"{peak:.0f}",
                          f"{100 * r['matmul_fraction']:.0f}% / {100 * r['matmul_fraction_step']:.0f}%"
                          if "matmul_fraction" in r else "-"))

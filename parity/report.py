@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from parity.bench import format_stat
+
 PARITY_SUITES = ("ops", "optim", "models")
 MODEL_LABEL = {"ae": "Euclidean AE", "hae": "Hyperbolic AE"}
 FRAMEWORK_LABEL = {"jax": "JAX", "torch": "PyTorch"}
@@ -657,9 +659,9 @@ def _bench_section(bench: dict[str, Any], plot: Path | None, out: Path) -> list[
             peak = m.get("device_peak_mb")
             if peak is None and m.get("resident_mb") is not None and m.get("epoch_peak_above_mb") is not None:
                 peak = m["resident_mb"] + m["epoch_peak_above_mb"]
-            rows.append([a["arm"], _stat(a["train_users_per_s"]), _f(a["epoch_s"]["median"], 2),
-                         _f(a["feed_s"]["median"], 2), _f(a["loop_overhead_s"], 2), _stat(a["step_s"], 1e3, 1),
-                         _stat(a["infer_users_per_s"]), _f(a["compile_s"], 1), _f(peak, 0),
+            rows.append([a["arm"], format_stat(a["train_users_per_s"]), _f(a["epoch_s"]["median"], 2),
+                         _f(a["feed_s"]["median"], 2), _f(a["loop_overhead_s"], 2), format_stat(a["step_s"], 1e3, 1),
+                         format_stat(a["infer_users_per_s"]), _f(a["compile_s"], 1), _f(peak, 0),
                          _pct(a.get("matmul_fraction")), _pct(a.get("matmul_fraction_step"))])
         lines += _md_table(["arm", "train users/s", "epoch s", "feed s", "loop overhead s", "step ms",
                             "infer users/s", "compile s", "peak MB", "matmul % (epoch)", "matmul % (step)"], rows)
@@ -683,14 +685,6 @@ def _bench_section(bench: dict[str, Any], plot: Path | None, out: Path) -> list[
 
 def _load(values: list[float] | None) -> str:
     return "-" if not values else ", ".join(f"{v:.1f}" for v in values)
-
-
-def _stat(stat: dict[str, Any] | None, scale: float = 1.0, digits: int = 0) -> str:
-    if not stat or stat.get("median") is None:
-        return "-"
-    low = "?" if stat.get("min") is None else f"{stat['min'] * scale:.{digits}f}"
-    high = "?" if stat.get("max") is None else f"{stat['max'] * scale:.{digits}f}"
-    return f"{stat['median'] * scale:.{digits}f} [{low}, {high}]"
 
 
 def _pct(value: float | None) -> str:

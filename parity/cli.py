@@ -176,7 +176,8 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
                    help="ML-1M shapes, but an epoch of the first 1,536 users (about 2 minutes on 2 cores)")
     p.add_argument("--tiny", action="store_true", help="a toy dataset and model, 2 repeats (seconds; for tests)")
     p.add_argument("--profile", metavar="DIR", default=None,
-                   help="also profile one more epoch per arm into DIR (torch op table, JAX trace)")
+                   help="also profile one more epoch per arm into DIR (torch op table, JAX trace) and print where "
+                        "each JAX arm spent it: XLA time in matrix products vs elsewhere, the largest operations")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _json_arg(p)
 

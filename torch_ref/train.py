@@ -7,6 +7,7 @@ consuming exactly the batches and dropout masks the caller hands in, in the orde
     Trainer(model, optimizer, *, dense_refeeding=False)              optimizer: a factory(params)
         .train_step(batch, masks) -> losses (k,)
         .train_epoch(matrix, batches, masks) -> losses (n_steps, k)
+        .train_epoch_stepwise(...)  the same (named as jax_impl.train's)
         .score(batch) -> outputs (no dropout)
         .code(batch) -> the code layer (the model's `encode`, no dropout)
         .model, .optimizer
@@ -131,6 +132,9 @@ class Trainer:
             losses.append(self._step(matrix[index], _slice_masks(masks, start, start + len(rows))))
             start += len(rows)
         return torch.stack(losses).cpu().numpy()  # one device sync per epoch
+
+    # an eager epoch is one step per batch already: the name mirrors jax_impl.train.Trainer's
+    train_epoch_stepwise = train_epoch
 
     @torch.no_grad()
     def score(self, batch) -> np.ndarray:

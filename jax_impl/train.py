@@ -213,45 +213,36 @@ class Trainer:
         the rows in the order consumed. The equal-sized batches run as one `lax.scan`; a short last
         batch (or any batch of another size) runs as its own step, so the order never changes.
         """
-        matrix = jnp.asarray(matrix)
-        masks = StepMasks(*(None if m is None else jnp.asarray(m) for m in masks))
-        sizes = [len(b) for b in batches]
+        return self._epoch(matrix, batches, masks, scan=True)
+
+    def train_epoch_stepwise(self, matrix, batches: Sequence[np.ndarray], masks: StepMasks = StepMasks()) -> np.ndarray:
+        """`train_epoch` as one jitted step per batch, as an eager loop runs it: the steps are dispatched
+        without waiting (the losses stay on the device until the end), rows gathered on the device.
+        Same arguments, same result; the bench's jax-jit arm."""
+        return self._epoch(matrix, batches, masks, scan=False)
+
+    def _epoch(self, matrix, batches: Sequence[np.ndarray], masks: StepMasks, *, scan: bool) -> np.ndarray:
         if not batches:
             return np.zeros((0, 2 if self.dense_refeeding else 1))
-        batch_size = sizes[0]
-        n_full = next((i for i, s in enumerate(sizes) if s != batch_size), len(sizes))
+        matrix = jnp.asarray(matrix)
+        masks = StepMasks(*(None if m is None else jnp.asarray(m) for m in masks))
+        batch_size = len(batches[0])
+        n_scanned = next((i for i, b in enumerate(batches) if len(b) != batch_size), len(batches)) if scan else 0
         pieces = []
-        if n_full:
-            rows = jnp.asarray(np.stack(batches[:n_full]))
+        if n_scanned:
+            rows = jnp.asarray(np.stack(batches[:n_scanned]))
             self.params, self.opt_state, losses = _scan_epoch(
-                self.params, self.opt_state, self.rest, matrix, rows, _stack_masks(masks, n_full, batch_size),
+                self.params, self.opt_state, self.rest, matrix, rows, _stack_masks(masks, n_scanned, batch_size),
                 **self._static)
             pieces.append(losses)
-        start = n_full * batch_size
-        for rows in batches[n_full:]:
+        start = n_scanned * batch_size
+        for rows in batches[n_scanned:]:  # one jitted step each, dispatched without waiting
             step_masks = _slice_masks(masks, start, start + len(rows))
             self.params, self.opt_state, losses = _gather_step(
                 self.params, self.opt_state, self.rest, matrix, jnp.asarray(rows), step_masks, **self._static)
             pieces.append(losses[None])
             start += len(rows)
         return np.asarray(jnp.concatenate(pieces))
-
-    def train_epoch_stepwise(self, matrix, batches: Sequence[np.ndarray], masks: StepMasks = StepMasks()) -> np.ndarray:
-        """`train_epoch` as one jitted step per batch, as an eager loop runs it: the steps are dispatched
-        without waiting (the losses stay on the device until the end), rows gathered on the device.
-        Same arguments, same result; the bench's jax-jit arm."""
-        matrix = jnp.asarray(matrix)
-        masks = StepMasks(*(None if m is None else jnp.asarray(m) for m in masks))
-        losses, start = [], 0
-        for rows in batches:
-            step_masks = _slice_masks(masks, start, start + len(rows))
-            self.params, self.opt_state, step_losses = _gather_step(
-                self.params, self.opt_state, self.rest, matrix, jnp.asarray(rows), step_masks, **self._static)
-            losses.append(step_losses)
-            start += len(rows)
-        if not losses:
-            return np.zeros((0, 2 if self.dense_refeeding else 1))
-        return np.asarray(jnp.stack(losses))
 
     def score(self, batch) -> np.ndarray:
         """Model outputs for a dense (batch, n_items) array, dropout off."""

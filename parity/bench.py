@@ -116,26 +116,27 @@ def ratio(numerator: dict[str, Any], denominator: dict[str, Any]) -> dict[str, A
             "low": numerator["min"] / denominator["max"], "high": numerator["max"] / denominator["min"]}
 
 
-def _rss_bytes() -> int | None:
+def _proc_status_bytes(field: str) -> int | None:
+    """A memory field of /proc/self/status ("VmRSS", "VmHWM") in bytes; None where /proc is missing."""
     try:
         with open("/proc/self/status") as handle:
             for line in handle:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         return None
     return None
 
 
+def _rss_bytes() -> int | None:
+    return _proc_status_bytes("VmRSS")
+
+
 def _peak_rss_bytes() -> int | None:
     """VmHWM (peak resident set) since the last `_reset_peak_rss`; ru_maxrss where /proc is missing."""
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    peak = _proc_status_bytes("VmHWM")
+    if peak is not None:
+        return peak
     try:
         import resource
 
@@ -382,12 +383,11 @@ class JaxArm:
 
     def __init__(self, name: str, run, weights: dict[str, np.ndarray], device: str):
         import jax
-        import jax.numpy as jnp
 
         import jax_impl.train as jt
         from parity.training import Side
 
-        self.name, self.jax, self.jnp, self.masks_type = name, jax, jnp, jt.StepMasks
+        self.name, self.jax, self.masks_type = name, jax, jt.StepMasks
         self.on_gpu = device == "gpu"
         self.trainer = Side("jax", run, weights).trainer
 

@@ -38,7 +38,7 @@ import optax
 from flax import nnx
 
 from jax_impl import optim
-from parity.config import OptimizerConfig
+from parity.config import OptimizerConfig, euclidean_optimizer_problems
 
 Array = jax.Array
 
@@ -51,23 +51,13 @@ def euclidean_optimizer(config: OptimizerConfig) -> optax.GradientTransformation
     buffer does. weight_decay is torch's coupled L2 (wd * p added to the gradient before the
     optimizer), i.e. optax.add_decayed_weights first in the chain.
     """
-    if config.exact:
-        raise ValueError("OptimizerConfig.exact applies to Riemannian optimizers only")
+    problems = euclidean_optimizer_problems(config)
+    if problems:  # e.g. amsgrad: optax maxes the bias-corrected second moment, torch the raw one
+        raise ValueError("; ".join(problems) + " (jax_impl.optim's Riemannian optimizers take it)")
     if config.name == "adam":
-        if config.amsgrad:
-            # optax.amsgrad takes the running max of the bias-corrected second moment, torch of the
-            # raw one: the trajectories differ, so refuse rather than compare unlike things.
-            raise ValueError("amsgrad: optax and torch.optim differ (max before/after bias correction); "
-                             "use jax_impl.optim.riemannian_adam for geoopt's amsgrad")
         transform = optax.adam(config.learning_rate, b1=config.b1, b2=config.b2, eps=config.eps)
-    elif config.name == "sgd":
-        if config.dampening:
-            raise ValueError("dampening: optax.sgd has none; use jax_impl.optim.riemannian_sgd")
-        if config.nesterov and config.momentum <= 0:
-            raise ValueError("nesterov needs momentum > 0 (as torch.optim.SGD requires)")
-        transform = optax.sgd(config.learning_rate, momentum=config.momentum or None, nesterov=config.nesterov)
     else:
-        raise ValueError(f"unknown optimizer {config.name!r}: expected 'adam' or 'sgd'")
+        transform = optax.sgd(config.learning_rate, momentum=config.momentum or None, nesterov=config.nesterov)
     if config.weight_decay:
         transform = optax.chain(optax.add_decayed_weights(config.weight_decay), transform)
     return transform

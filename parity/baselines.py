@@ -23,7 +23,7 @@ import scipy.sparse as sp
 
 from parity.metrics import RankingMetrics, evaluate
 
-__all__ = ["LAMBDAS", "popularity_scores", "ease_weights", "ease_scorer", "score_heldout", "tune_ease", "run_baselines", "cli"]
+__all__ = ["LAMBDAS", "popularity_scores", "ease_weights", "ease_scorer", "score_heldout", "tune_ease", "run_baselines"]
 
 # Grid for tuning. Validation optimum measured here: 1000 on ml-1m-neumf, 20 to 100 on ML-100K and
 # ml-latest-small (seed protocol), so the grid spans both ends.
@@ -140,37 +140,3 @@ def run_baselines(split: Any, lambdas: Sequence[float] = LAMBDAS, fixed_lambda: 
         results["ease_validation"] = [{"lambda": lam, **m.to_dict()} for lam, m in table]
         results["ease_tuned"] = {"lambda": best, **_ease(split.test, split.train, best, k).to_dict()}
     return results
-
-
-def _row(name: str, m: dict[str, Any]) -> str:
-    return (f"  {name:<24} HR@{m['k']} {m['hr']:.4f} [{m['hr_low']:.4f}, {m['hr_high']:.4f}]  "
-            f"NDCG@{m['k']} {m['ndcg']:.4f} [{m['ndcg_low']:.4f}, {m['ndcg_high']:.4f}]  n={m['n_users']}")
-
-
-def format_results(results: dict[str, Any]) -> str:
-    lines = [f"{results['dataset']}, {results['protocol']} protocol (test)"]
-    lines.append(_row("popularity", results["popularity"]))
-    if "ease_fixed" in results:
-        lines.append(_row(f"EASE lambda={results['ease_fixed']['lambda']:g}", results["ease_fixed"]))
-    if "ease_tuned" in results:
-        lines.append(_row(f"EASE lambda={results['ease_tuned']['lambda']:g} (tuned)", results["ease_tuned"]))
-        lines.append("validation (EASE fitted on train minus validation)")
-        lines.extend(_row(f"EASE lambda={row['lambda']:g}", row) for row in results["ease_validation"])
-    return "\n".join(lines)
-
-
-def cli(args: Any) -> int:
-    """`poincare-parity data baselines`: popularity and EASE on one dataset and protocol."""
-    from parity import data
-
-    k = getattr(args, "k", 10)
-    lambdas = tuple(getattr(args, "lambdas", None) or LAMBDAS)
-    fixed = getattr(args, "ease_lambda", None)
-    if k < 1 or any(lam <= 0 for lam in lambdas + ((fixed,) if fixed is not None else ())):
-        raise data.DataError(f"--k must be >= 1 and every lambda > 0 (got k={k}, lambdas={lambdas}, fixed={fixed})")
-    dataset = data.load_dataset(args.dataset, getattr(args, "data_dir", None))
-    split = data._split_from_args(args, dataset)
-    results = run_baselines(split, lambdas=lambdas, fixed_lambda=fixed, k=k, progress=True)
-    print(format_results(results))
-    data._write_json(getattr(args, "json", None), results)
-    return 0

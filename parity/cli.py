@@ -1,8 +1,10 @@
 """The `poincare-parity` command line.
 
-Arguments are declared here (cheap: `--help` imports neither jax nor torch); each command's work
-lives in the module named in COMMANDS, imported only when the command runs, as `module.cli(args)`,
-which returns the process exit code.
+Arguments are declared here (cheap: `--help` imports neither jax nor torch, and every default is stated
+once, here); each command lives in `parity.commands.<name>`, imported only when it runs, as
+`main(args)`, which returns the exit status. `main` below maps the errors a user can fix
+(`parity.errors.UsageError`) to one line on stderr and exit status 2, a diverged training run to 3, and
+Ctrl-C to 130 (see `parity.errors`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,20 @@ def _dtype_arg(parser: argparse.ArgumentParser, default: str = "both") -> None:
 
 def _json_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", help="also write the records as JSON to PATH")
+
+
+def _data_dir_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", metavar="DIR", default=None,
+                        help="data directory (default: $POINCARE_PARITY_DATA, else the user cache directory)")
+
+
+def _common_args(parser: argparse.ArgumentParser) -> None:
+    """--json and --no-progress on every command (declared once; a command that declares its own keeps it)."""
+    have = {a for action in parser._actions for a in action.option_strings}
+    if "--json" not in have:
+        _json_arg(parser)
+    if "--no-progress" not in have:
+        parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _add_ops(p: argparse.ArgumentParser) -> None:
@@ -68,7 +84,6 @@ def _add_optim(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="c = 1 only and at most 100 steps (seconds per row)")
     p.add_argument("--timing", action="store_true",
                    help="also time one step on 10,000 ball points of dimension 64 (float32), JAX vs geoopt")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _add_models(p: argparse.ArgumentParser) -> None:
@@ -82,11 +97,11 @@ def _add_models(p: argparse.ArgumentParser) -> None:
     )
     _dtype_arg(p)
     _json_arg(p)
+    _data_dir_arg(p)
     p.add_argument("--quick", action="store_true", help="forward suite on the small models only (seconds)")
     p.add_argument("--no-training", action="store_true", help="skip the training-parity suite (needs no data)")
     p.add_argument("--dataset", default="ml-100k",
                    help="dataset name or local path for the training suite (default: ml-100k)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
@@ -132,7 +147,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output folder (default: reports/<run-name>)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the last checkpoint (same result as an uninterrupted run)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _data_dir_arg(p)
     _json_arg(p)
 
 
@@ -178,7 +193,6 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", metavar="DIR", default=None,
                    help="also profile one more epoch per arm into DIR (torch op table, JAX trace) and print where "
                         "each JAX arm spent it: XLA time in matrix products vs elsewhere, the largest operations")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _json_arg(p)
 
 
@@ -229,11 +243,6 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="do not echo the stages' output (it is still in logs/)")
 
 
-def _data_dir_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", metavar="DIR", default=None,
-                        help="data directory (default: $POINCARE_PARITY_DATA, else the user cache directory)")
-
-
 def _add_download(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Fetch MovieLens files from their public homes, each checked against a pinned sha256: ml-1m, "
@@ -264,7 +273,7 @@ def _add_data(p: argparse.ArgumentParser) -> None:
     info = sub.add_parser("info", help="counts, density, split sizes",
                           description="Counts, density, dropped rows and the split sizes of one dataset under one protocol.")
     _protocol_args(info)
-    _json_arg(info)
+    _common_args(info)
     base = sub.add_parser("baselines", help="popularity and EASE HR@10 / NDCG@10",
                           description="Item popularity and EASE on the test split, with 95%% intervals; EASE's "
                           "lambda is tuned on the validation split (fitted on train minus validation), "
@@ -275,39 +284,71 @@ def _add_data(p: argparse.ArgumentParser) -> None:
                       help="also report EASE with this fixed lambda (e.g. 500 for ml-1m-neumf)")
     base.add_argument("--lambdas", type=float, nargs="*", default=None, metavar="LAMBDA",
                       help="grid for tuning lambda on the validation split (default: 10 20 50 100 200 500 1000 2000 5000)")
-    _json_arg(base)
+    _common_args(base)
 
 
 # name -> (module that runs it, one-line help, argument declarations)
 COMMANDS = {
-    "ops": ("parity.checks.ops", "Poincaré-ball ops: values and gradients, JAX vs geoopt, per regime", _add_ops),
-    "optim": ("parity.checks.optim", "Riemannian SGD/Adam trajectories, JAX (optax) vs geoopt", _add_optim),
-    "models": ("parity.checks.models", "autoencoders: forward, loss, gradients and training, JAX vs PyTorch", _add_models),
-    "train": ("parity.training", "train an autoencoder and evaluate HR@10 / NDCG@10", _add_train),
-    "bench": ("parity.bench", "throughput: PyTorch eager, torch.compile, JAX jit", _add_bench),
-    "report": ("parity.report", "collect JSON results into a Markdown + PNG report", _add_report),
-    "run": ("parity.run", "the whole job: parity suites, training, baselines, bench, report", _add_run),
-    "download": ("parity.data", "fetch MovieLens files into $POINCARE_PARITY_DATA", _add_download),
-    "data": ("parity.data", "dataset information and baselines", _add_data),
+    "ops": ("parity.commands.ops", "Poincaré-ball ops: values and gradients, JAX vs geoopt, per regime", _add_ops),
+    "optim": ("parity.commands.optim", "Riemannian SGD/Adam trajectories, JAX (optax) vs geoopt", _add_optim),
+    "models": ("parity.commands.models", "autoencoders: forward, loss, gradients and training, JAX vs PyTorch",
+               _add_models),
+    "train": ("parity.commands.train", "train an autoencoder and evaluate HR@10 / NDCG@10", _add_train),
+    "bench": ("parity.commands.bench", "throughput: PyTorch eager, torch.compile, JAX jit and scan", _add_bench),
+    "report": ("parity.commands.report", "collect JSON results into a Markdown + PNG report", _add_report),
+    "run": ("parity.commands.run", "the whole job: parity suites, training, baselines, bench, report", _add_run),
+    "download": ("parity.commands.data", "fetch MovieLens files into $POINCARE_PARITY_DATA", _add_download),
+    "data": ("parity.commands.data", "dataset information and baselines", _add_data),
 }
 
 
+EXIT_STATUS_EPILOG = ("exit status: 0 everything ran and every check passed; 1 a check, an arm or a stage failed; "
+                      "2 a usage error (the message says what to change); 3 training diverged (NaN or Inf loss); "
+                      "130 interrupted")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from parity import __version__
+
     parser = argparse.ArgumentParser(
         prog="poincare-parity",
         description="Check that a JAX port of Poincaré-ball recommender models computes what the "
         "PyTorch + geoopt reference computes, then compare HR@10 and throughput.",
+        epilog=EXIT_STATUS_EPILOG,
     )
+    parser.add_argument("--version", action="version", version=f"poincare-parity {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text, add_arguments) in COMMANDS.items():
-        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(command)
+        if name != "data":  # its sub-commands get them in _add_data
+            _common_args(command)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from parity.errors import (
+        EXIT_DIVERGED,
+        EXIT_INTERRUPTED,
+        EXIT_USAGE,
+        TrainingDiverged,
+        UsageError,
+    )
+
     args = build_parser().parse_args(argv)
-    module = importlib.import_module(COMMANDS[args.command][0])
-    return int(module.cli(args) or 0)
+    name = "data " + args.data_command if args.command == "data" else args.command
+    try:
+        module = importlib.import_module(COMMANDS[args.command][0])
+        return int(module.main(args) or 0)
+    except UsageError as error:
+        print(f"poincare-parity {name}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except TrainingDiverged as error:
+        print(f"poincare-parity {name}: {error}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except KeyboardInterrupt:
+        print(f"\npoincare-parity {name}: interrupted; files already written are complete", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

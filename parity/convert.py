@@ -261,15 +261,15 @@ def torch_optimizer_from_arrays(optimizer, arrays: Mapping[str, np.ndarray], pre
 # whole models from a weight set
 
 
-def _model_class(framework: str, kind: str):
-    if framework == "jax":
-        from jax_impl import models
-    else:
-        from torch_ref import models
-    classes = {"ae": "AutoEncoder", "hae": "HyperbolicAutoEncoder"}
-    if kind not in classes or not hasattr(models, classes[kind]):
-        raise ValueError(f"no {framework} model for kind {kind!r}")
-    return getattr(models, classes[kind])
+# model kind -> class name, the same in jax_impl.models and torch_ref.models
+MODEL_CLASSES = {"ae": "AutoEncoder", "hae": "HyperbolicAutoEncoder"}
+
+
+def _model_class(models, kind: str):
+    """The class of model `kind` in a framework's `models` module."""
+    if kind not in MODEL_CLASSES or not hasattr(models, MODEL_CLASSES[kind]):
+        raise ValueError(f"no model for kind {kind!r} in {models.__name__}")
+    return getattr(models, MODEL_CLASSES[kind])
 
 
 def jax_model(config: ModelConfig, weights: Mapping[str, np.ndarray], dtype: str = "float32"):
@@ -278,8 +278,10 @@ def jax_model(config: ModelConfig, weights: Mapping[str, np.ndarray], dtype: str
     import jax.numpy as jnp
 
     if dtype == "float64" and not jax.config.jax_enable_x64:
-        raise RuntimeError("float64 JAX needs jax.config.update('jax_enable_x64', True) first")
-    model = _model_class("jax", config.kind)(config, dtype=jnp.dtype(dtype))
+        raise RuntimeError("float64 JAX needs 64-bit mode: call parity.backend.enable_float64() (or jax.config.update('jax_enable_x64', True)) first")
+    from jax_impl import models
+
+    model = _model_class(models, config.kind)(config, dtype=jnp.dtype(dtype))
     load_jax(model, weights)
     return model
 
@@ -288,6 +290,8 @@ def torch_model(config: ModelConfig, weights: Mapping[str, np.ndarray], dtype: s
     """The torch model for `config` in `dtype` (on `device`), holding `weights`."""
     import torch
 
-    model = _model_class("torch", config.kind)(config, dtype=getattr(torch, dtype))
+    from torch_ref import models
+
+    model = _model_class(models, config.kind)(config, dtype=getattr(torch, dtype))
     load_torch(model, weights)
     return model.to(device) if device is not None else model

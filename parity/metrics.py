@@ -2,8 +2,8 @@
 
     evaluate(scores, heldout, k=10, *, n_bootstrap=1000, seed=0, candidate_scores=None) -> RankingMetrics
     per_user(scores, heldout, k=10, *, candidate_scores=None) -> (hit: bool[n], ndcg: float[n])
-    wilson_interval(successes, n, level=0.95) -> (low, high)
-    bootstrap_interval(values, n_resamples=1000, seed=0, level=0.95) -> (low, high)
+
+HR@k carries a Wilson interval, NDCG@k a percentile bootstrap over users (`parity.stats`).
 
 `scores` is either full-catalogue, (n_users, n_items) or one row per evaluated user
 (len(heldout.users), n_items), or, for `neumf`, one score per candidate, (len(heldout.users), C) in
@@ -29,15 +29,13 @@ Ranking rules
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import numpy as np
 
-__all__ = ["RankingMetrics", "evaluate", "per_user", "wilson_interval", "bootstrap_interval"]
+from parity.stats import bootstrap_interval, wilson_interval
 
-_Z95 = 1.959963984540054  # standard normal quantile at 0.975
-
+__all__ = ["RankingMetrics", "evaluate", "per_user"]
 
 @dataclasses.dataclass(frozen=True)
 class RankingMetrics:
@@ -59,45 +57,6 @@ class RankingMetrics:
     def __str__(self) -> str:
         return (f"HR@{self.k} {self.hr:.4f} [{self.hr_low:.4f}, {self.hr_high:.4f}]  "
                 f"NDCG@{self.k} {self.ndcg:.4f} [{self.ndcg_low:.4f}, {self.ndcg_high:.4f}]  (n={self.n_users})")
-
-
-def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion: good at small n and at p near 0 or 1.
-
-    centre = (p + z^2 / 2n) / (1 + z^2 / n),  half = z sqrt(p (1 - p) / n + z^2 / 4n^2) / (1 + z^2 / n).
-    """
-    if n <= 0:
-        raise ValueError("wilson_interval needs n >= 1")
-    z = _Z95 if level == 0.95 else _normal_quantile(0.5 + level / 2)
-    p = successes / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def _normal_quantile(q: float) -> float:
-    from scipy.stats import norm
-
-    return float(norm.ppf(q))
-
-
-def bootstrap_interval(values: np.ndarray, n_resamples: int = 1000, seed: int = 0,
-                       level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of `values` (users resampled with replacement)."""
-    values = np.asarray(values, np.float64)
-    n = values.size
-    if n == 0:
-        raise ValueError("bootstrap_interval needs at least one value")
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_resamples)
-    step = max(1, 4_000_000 // n)  # bound the (step, n) index block to ~32 MB
-    for start in range(0, n_resamples, step):
-        stop = min(start + step, n_resamples)
-        means[start:stop] = values[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
-    alpha = (1 - level) / 2
-    low, high = np.quantile(means, [alpha, 1 - alpha])
-    return float(low), float(high)
 
 
 def _check_finite(scores: np.ndarray) -> None:

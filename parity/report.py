@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from parity.bench import format_stat
+from parity.backend import PORT
+from parity.errors import UsageError
+from parity.files import atomic_write_text, write_json
+from parity.stats import format_stat
 
 PARITY_SUITES = ("ops", "optim", "models")
 MODEL_LABEL = {"ae": "Euclidean AE", "hae": "Hyperbolic AE"}
@@ -47,7 +48,7 @@ PUBLISHED = {
 STEP_ERROR_KEYS = ("per_step_max_rel_err", "step_rel_err")
 
 
-class ReportError(ValueError):
+class ReportError(UsageError):
     """A user mistake (no inputs, unreadable file): reported without a traceback."""
 
 
@@ -181,7 +182,7 @@ def throughput_rows(bench: dict[str, Any]) -> list[dict[str, Any]]:
         arms = {a["arm"]: a for a in w.get("arms", []) if a.get("status") == "ok"}
         row: dict[str, Any] = {"workload": w["name"], "model_kind": w.get("model_kind"), "status": w.get("status", "ok"),
                                "error": w.get("error")}
-        jax_arms = [a for a in arms.values() if a["framework"] == "jax"]
+        jax_arms = [a for a in arms.values() if a["framework"] == PORT]
         if jax_arms:
             best = max(jax_arms, key=lambda a: a["train_users_per_s"]["median"])
             row.update(best_jax=best["arm"], best_jax_users_per_s=best["train_users_per_s"]["median"])
@@ -406,7 +407,7 @@ def plot_quality(summary: dict[str, Any], path: Path) -> Path | None:
     bars = []
     for q in summary["quality"]:
         bars.append((f"{q['model']} ({FRAMEWORK_LABEL.get(q['framework'], q['framework'])})", q, "tab:blue"
-                     if q["framework"] == "jax" else "tab:orange"))
+                     if q["framework"] == PORT else "tab:orange"))
     for b in summary["baselines"]:
         bars.append((b["model"], b, "tab:gray"))
     if summary.get("published"):
@@ -854,48 +855,6 @@ def write_report(inputs: list[str | Path], out: str | Path, name: str | None = N
     out.mkdir(parents=True, exist_ok=True)
     summary = build_summary(found, ignored, name or out.name)
     markdown = render(found, summary, out)
-    _atomic_write(out / "report.md", markdown)
-    _atomic_write(out / "report.json", json.dumps(summary, indent=1, default=float) + "\n")
+    atomic_write_text(out / "report.md", markdown)
+    write_json(out / "report.json", summary, command="report")
     return summary
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def cli(args) -> int:
-    inputs = list(args.inputs)
-    if args.out:
-        out = Path(args.out)
-    elif args.name:
-        out = Path("reports") / args.name
-    elif len(inputs) == 1 and Path(inputs[0]).is_dir():
-        out = Path(inputs[0])
-    else:
-        print("poincare-parity report: say where to write it: --name NAME (reports/NAME) or --out DIR", file=sys.stderr)
-        return 2
-    if not inputs:
-        inputs = [out]
-    try:
-        summary = write_report(inputs, out, args.name)
-    except ReportError as error:
-        print(f"poincare-parity report: {error}", file=sys.stderr)
-        return 2
-    for p in summary["parity"]:
-        print(f"{p['suite']:<7} {p['verdict']}" + (f" ({p['passed']}/{p['rows']})" if "rows" in p else ""))
-    for q in summary["quality"]:
-        print(f"{q['model']} ({q['preset'] or q['run_name']}) {FRAMEWORK_LABEL.get(q['framework'], q['framework'])}: "
-              f"test HR@10 {q['hr']:.4f}, NDCG@10 {q['ndcg']:.4f}")
-    for t in summary["throughput"]:
-        if t.get("torch-eager"):
-            print(f"{t['workload']}: best JAX ({t['best_jax']}) / torch-eager {t['torch-eager']['median']:.2f}x"
-                  + (f", / torch-compile {t['torch-compile']['median']:.2f}x" if t.get("torch-compile") else ""))
-    if summary["ignored"]:
-        for i in summary["ignored"]:
-            print(f"ignored {i['path']}: {i['why']}", file=sys.stderr)
-    print(f"wrote {out / 'report.md'}, {out / 'report.json'} and {len(summary['plots'])} plot(s) in {out / 'plots'}")
-    if args.json:
-        _atomic_write(Path(args.json), json.dumps(summary, indent=1, default=float) + "\n")
-    return 0

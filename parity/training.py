@@ -1,4 +1,4 @@
-"""`poincare-parity train`: train an autoencoder with JAX, PyTorch or both, from one configuration,
+"""Training runs: train an autoencoder with JAX, PyTorch or both, from one configuration,
 the same start weights, the same batches and the same dropout masks, and evaluate HR@10 / NDCG@10.
 
 What one run does, per framework and seed:
@@ -26,95 +26,32 @@ under `reports/<run-name>/checkpoints/` (git-ignored).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
-from parity import config as cfg
-from parity.config import DataConfig, ModelConfig, OptimizerConfig, TrainConfig
+from parity import backend, convert, metrics
+from parity.backend import Session
+from parity.baselines import score_heldout
+from parity.checkpoint import (
+    CHECKPOINT_VERSION,
+    checkpoint_paths,
+    config_key,
+    load_checkpoint,
+    save_checkpoint,
+)
+from parity.config import PROJECTION_EPS, DataConfig, ModelConfig, RunConfig
+from parity.data import batch_order, dense_rows, epoch_masks, load_split
+from parity.errors import TrainingDiverged
+from parity.stats import mean_std
 
 K = 10
-CHECKPOINT_VERSION = 1
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or Inf; the message names where, and the last good checkpoint."""
-
-    def __init__(self, framework: str, seed: int, epoch: int, step: int, checkpoint: Path | None):
-        self.framework, self.seed, self.epoch, self.step, self.checkpoint = framework, seed, epoch, step, checkpoint
-        kept = f"last good checkpoint kept: {checkpoint}" if checkpoint else "no checkpoint was written before it"
-        super().__init__(f"{framework} (seed {seed}): the loss became NaN or Inf at epoch {epoch}, step {step}; "
-                         f"training stopped ({kept})")
-
-
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-    model: ModelConfig
-    optimizer: OptimizerConfig
-    data: DataConfig
-    train: TrainConfig
-
-    def to_dict(self) -> dict[str, Any]:
-        return {name: cfg.to_dict(getattr(self, name)) for name in ("model", "optimizer", "data", "train")}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
-        unknown = set(values) - {"model", "optimizer", "data", "train"}
-        if unknown:
-            raise ValueError(f"unknown configuration section(s) {sorted(unknown)}")
-        return cls(cfg.from_dict(ModelConfig, values.get("model", {})),
-                   cfg.from_dict(OptimizerConfig, values.get("optimizer", {})),
-                   cfg.from_dict(DataConfig, values.get("data", {})),
-                   cfg.from_dict(TrainConfig, values.get("train", {})))
-
-
-# ---------------------------------------------------------------------------------------------
-# shared inputs: masks
-
-
-def epoch_masks(model: ModelConfig, train: TrainConfig, seed: int, epoch: int, n_rows: int):
-    """Dropout keep-masks for one epoch (numpy bool, rows in the order the batches consume them),
-    as a `StepMasks`-shaped tuple (input, code, refeed_input, refeed_code); None where off."""
-    n_items, code = model.layer_sizes[0], model.layer_sizes[-1]
-    rng = np.random.default_rng(np.random.SeedSequence([seed, epoch, 0x6D61736B]))  # "mask": apart from batch_order's
-
-    def draw(rate: float, width: int):
-        return None if rate == 0.0 else rng.random((n_rows, width), dtype=np.float32) >= rate
-
-    masks = [draw(model.input_dropout, n_items), draw(model.code_dropout, code)]
-    if train.dense_refeeding:
-        masks += [draw(model.input_dropout, n_items), draw(model.code_dropout, code)]
-    else:
-        masks += [None, None]
-    return tuple(masks)
-
-
-# ---------------------------------------------------------------------------------------------
-# one framework behind one interface
-
-
-def optimizer_for(framework: str, model: ModelConfig, optimizer: OptimizerConfig):
-    """The Euclidean model trains with torch.optim / optax; the hyperbolic one with the Riemannian
-    optimizers (geoopt's on the PyTorch side, `jax_impl.optim` on the JAX side), which move the ball
-    parameters along the ball and the Euclidean weights as the Euclidean optimizer would."""
-    if model.kind not in ("ae", "hae"):
-        raise NotImplementedError(f"training for model kind {model.kind!r} is not wired into `train` yet")
-    if framework == "jax":
-        import jax_impl.train as side
-    else:
-        import torch_ref.train as side
-    if model.kind == "hae":
-        curvature = None
-        if model.learn_c and framework == "jax":  # geoopt reads its learnable ball's c itself
-            from jax_impl.models import learned_curvature as curvature
-        return side.riemannian_optimizer(optimizer, curvature=curvature)
-    return side.euclidean_optimizer(optimizer)
 
 
 def current_curvature(model: ModelConfig, weights: dict[str, np.ndarray]) -> float:
@@ -130,8 +67,6 @@ def current_curvature(model: ModelConfig, weights: dict[str, np.ndarray]) -> flo
 # a code point this close (relative to the ball's radius) to the largest norm the projection allows
 # counts as on the boundary
 BOUNDARY_MARGIN = 1e-3
-# geoopt's projection margin per dtype: no point gets further than (1 - eps) / sqrt(c) from the origin
-BALL_EPS = {"float32": 4e-3, "float64": 1e-5}
 
 
 def saturation_stats(codes: np.ndarray, c: float, dtype: str) -> dict[str, float]:
@@ -143,17 +78,16 @@ def saturation_stats(codes: np.ndarray, c: float, dtype: str) -> dict[str, float
     boundary, where the Möbius layers' gradients vanish and distances stop meaning much).
     """
     r = np.sqrt(c) * np.linalg.norm(np.asarray(codes, np.float64), axis=-1)
-    limit = 1.0 - BALL_EPS.get(dtype, 1e-5)
+    limit = 1.0 - PROJECTION_EPS[dtype]
     return {"norm_mean": float(r.mean()), "norm_max": float(r.max()),
             "boundary_fraction": float(np.mean(r >= limit - BOUNDARY_MARGIN)), "limit": limit}
 
 
-def layer_saturation(side: Side, model: ModelConfig, inputs, users: np.ndarray, *,
+def layer_saturation(side: Session, model: ModelConfig, inputs, users: np.ndarray, *,
                      batch: int = 1024) -> tuple[dict[str, float], dict[str, float]]:
     """`saturation_stats` of the code layer and of the decoder's last point y for `users`' rows of
     `inputs` (dropout off). y is read back from the scores s = output_scale * log0(y): sqrt(c) |y| =
     tanh(sqrt(c) |s| / output_scale), so no second pass through the decoder is needed."""
-    from parity.data import dense_rows
 
     c = current_curvature(model, side.weights())
     codes, radii = [], []
@@ -170,126 +104,12 @@ def layer_saturation(side: Side, model: ModelConfig, inputs, users: np.ndarray, 
     return stats
 
 
-class Side:
-    """A framework's trainer behind the few calls the loop needs (numpy in, numpy out)."""
-
-    def __init__(self, framework: str, run: RunConfig, weights: dict[str, np.ndarray]):
-        from parity import convert
-
-        self.framework, self.dtype = framework, run.train.dtype
-        if framework == "jax":
-            import jax
-
-            if self.dtype == "float64":
-                jax.config.update("jax_enable_x64", True)
-            import jax_impl.train as jt
-
-            self._masks = jt.StepMasks
-            self.trainer = jt.Trainer(convert.jax_model(run.model, weights, self.dtype), optimizer_for(framework, run.model, run.optimizer),
-                                      dense_refeeding=run.train.dense_refeeding)
-        elif framework == "torch":
-            import torch_ref.train as tt
-
-            self._masks = tt.StepMasks
-            self.trainer = tt.Trainer(convert.torch_model(run.model, weights, self.dtype), optimizer_for(framework, run.model, run.optimizer),
-                                      dense_refeeding=run.train.dense_refeeding)
-        else:
-            raise ValueError(f"unknown framework {framework!r}")
-
-    def put(self, array: np.ndarray):
-        if self.framework == "jax":
-            import jax.numpy as jnp
-
-            return jnp.asarray(array)
-        import torch
-
-        return torch.from_numpy(array)
-
-    def train_epoch(self, matrix, batches, masks) -> np.ndarray:
-        return self.trainer.train_epoch(matrix, batches, self._masks(*masks))
-
-    def score(self, batch: np.ndarray) -> np.ndarray:
-        return self.trainer.score(batch)
-
-    def code(self, batch: np.ndarray) -> np.ndarray:
-        return self.trainer.code(batch)
-
-    def weights(self) -> dict[str, np.ndarray]:
-        from parity import convert
-
-        if self.framework == "jax":
-            return convert.extract_jax(self.trainer.params)
-        return convert.extract_torch(self.trainer.model)
-
-    def load_weights(self, weights: dict[str, np.ndarray]) -> None:
-        from parity import convert
-
-        if self.framework == "jax":
-            convert.load_jax(self.trainer.params, weights)
-        else:
-            convert.load_torch(self.trainer.model, weights)
-
-    def optimizer_arrays(self) -> dict[str, np.ndarray]:
-        from parity import convert
-
-        if self.framework == "jax":
-            return convert.jax_tree_to_arrays(self.trainer.opt_state)
-        return convert.torch_optimizer_to_arrays(self.trainer.optimizer)
-
-    def load_optimizer_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        from parity import convert
-
-        if self.framework == "jax":
-            template = self.trainer.optimizer.init(self.trainer.params)
-            self.trainer.opt_state = convert.jax_tree_from_arrays(template, arrays)
-        else:
-            convert.torch_optimizer_from_arrays(self.trainer.optimizer, arrays)
-
-
-# ---------------------------------------------------------------------------------------------
-# checkpoints
-
-
-def save_checkpoint(path: Path, weights: dict[str, np.ndarray], meta: dict[str, Any],
-                    optimizer: dict[str, np.ndarray] | None = None) -> None:
-    """One .npz (parameters under param/, optimizer state under opt/, JSON metadata), written to a
-    temporary file in the same folder and renamed over `path`: a crash leaves the old file whole."""
-    arrays = {f"param/{k}": v for k, v in weights.items()}
-    arrays.update(optimizer or {})
-    arrays["meta"] = np.array(json.dumps(meta))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Any]]:
-    """-> (weights, optimizer arrays, meta)."""
-    with np.load(path, allow_pickle=False) as stored:
-        arrays = {k: stored[k] for k in stored.files}
-    meta = json.loads(str(arrays.pop("meta")))
-    weights = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
-    optimizer = {k: v for k, v in arrays.items() if k.startswith("opt/")}
-    return weights, optimizer, meta
-
-
-def checkpoint_paths(out_dir: Path, framework: str, seed: int) -> tuple[Path, Path]:
-    folder = out_dir / "checkpoints"
-    return folder / f"{framework}-seed{seed}-last.npz", folder / f"{framework}-seed{seed}-best.npz"
-
-
 # ---------------------------------------------------------------------------------------------
 # evaluation
 
 
-def evaluate(side: Side, heldout, inputs, *, n_bootstrap: int = 1000, batch: int = 1024):
+def evaluate(side: Session, heldout, inputs, *, n_bootstrap: int = 1000, batch: int = 1024):
     """HR@10 / NDCG@10 of `side`'s model on `heldout`, each user's input row taken from `inputs`."""
-    from parity import metrics
-    from parity.baselines import score_heldout
-    from parity.data import dense_rows
 
     scores = score_heldout(lambda users: side.score(dense_rows(inputs, users, side.dtype)), heldout, batch)
     return metrics.evaluate(scores, heldout, K, n_bootstrap=n_bootstrap, candidate_scores=heldout.protocol == "neumf")
@@ -299,25 +119,16 @@ def evaluate(side: Side, heldout, inputs, *, n_bootstrap: int = 1000, batch: int
 # the loop
 
 
-def _config_key(run: RunConfig) -> dict[str, Any]:
-    """What a checkpoint must agree on to be resumed (the epoch budget may grow)."""
-    values = run.to_dict()
-    values["train"] = {k: v for k, v in values["train"].items() if k != "epochs"}
-    return json.loads(json.dumps(values))  # as a checkpoint stores it (tuples become lists)
-
-
 def train_one(framework: str, run: RunConfig, split, *, out_dir: Path, resume: bool = False,
               progress: bool = True) -> dict[str, Any]:
     """Train and evaluate one framework at `run.train.seed`; -> the JSON-able result."""
-    from tqdm import tqdm
 
-    from parity import convert
-    from parity.data import batch_order, dense_rows
 
     t = run.train
     seed = t.seed
     last_path, best_path = checkpoint_paths(out_dir, framework, seed)
-    side = Side(framework, run, {k: v.astype(t.dtype) for k, v in convert.init_weights(run.model, seed).items()})
+    weights = {k: v.astype(t.dtype) for k, v in convert.init_weights(run.model, seed).items()}
+    side = backend.get(framework).session(run, weights)
     users = split.fit_users()
     matrix = side.put(dense_rows(split.fit, users, t.dtype))
 
@@ -326,7 +137,7 @@ def train_one(framework: str, run: RunConfig, split, *, out_dir: Path, resume: b
     resumed_from = None
     if resume and last_path.exists():
         weights, optimizer, meta = load_checkpoint(last_path)
-        if meta.get("config") != _config_key(run) or meta.get("framework") != framework:
+        if meta.get("config") != config_key(run) or meta.get("framework") != framework:
             raise ValueError(f"{last_path} was written by another configuration; drop --resume or use another --run-name")
         side.load_weights(weights)
         side.load_optimizer_arrays(optimizer)
@@ -336,7 +147,7 @@ def train_one(framework: str, run: RunConfig, split, *, out_dir: Path, resume: b
         resumed_from = state["epoch"]
 
     def meta() -> dict[str, Any]:
-        return {"version": CHECKPOINT_VERSION, "framework": framework, "config": _config_key(run), "state": state}
+        return {"version": CHECKPOINT_VERSION, "framework": framework, "config": config_key(run), "state": state}
 
     bar = tqdm(range(state["epoch"] + 1, t.epochs if not state["finished"] else state["epoch"] + 1),
                desc=f"{framework} seed {seed}", disable=not progress, file=sys.stderr, unit="epoch")
@@ -391,11 +202,6 @@ def train_one(framework: str, run: RunConfig, split, *, out_dir: Path, resume: b
     return result
 
 
-def _mean_std(values: list[float]) -> dict[str, float]:
-    array = np.asarray(values, np.float64)
-    return {"mean": float(array.mean()), "std": float(array.std(ddof=1)) if array.size > 1 else 0.0, "n": int(array.size)}
-
-
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Per framework: mean / std over seeds of test and validation HR, NDCG; and per seed the
     JAX-minus-PyTorch differences when both ran."""
@@ -403,9 +209,9 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     for fw in sorted({r["framework"] for r in results}):
         rows = [r for r in results if r["framework"] == fw]
         summary[fw] = {
-            "test_hr": _mean_std([r["test"]["hr"] for r in rows]),
-            "test_ndcg": _mean_std([r["test"]["ndcg"] for r in rows]),
-            "val_hr": _mean_std([r["validation"]["hr"] for r in rows]),
+            "test_hr": mean_std([r["test"]["hr"] for r in rows]),
+            "test_ndcg": mean_std([r["test"]["ndcg"] for r in rows]),
+            "val_hr": mean_std([r["validation"]["hr"] for r in rows]),
             "seeds": [r["seed"] for r in rows],
         }
     by_seed = {}
@@ -428,7 +234,6 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_training(run: RunConfig, *, frameworks: list[str], seeds: list[int], out_dir: Path, resume: bool = False,
                  progress: bool = True, data_dir=None, split=None) -> dict[str, Any]:
-    from parity.data import load_split
 
     if split is None:
         split = load_split(run.data, data_dir)
@@ -474,26 +279,16 @@ def _sweep_point(value: Any, result: dict[str, Any]) -> dict[str, Any]:
     return point
 
 
-def parse_sweep(text: str) -> tuple[str, str, list[Any]]:
-    """'model.c=0.001,0.01,0.1,1' -> ("model", "c", [0.001, 0.01, 0.1, 1])."""
-    key, sep, values = text.partition("=")
-    section, dot, name = key.partition(".")
-    if not sep or not dot or section not in ("model", "optimizer", "data", "train") or not values.strip():
-        raise ValueError(f"--sweep {text!r}: expected SECTION.FIELD=V1,V2,... (e.g. model.c=0.001,0.01,0.1,1)")
-    parsed = [_parse_value(v.strip()) for v in values.split(",") if v.strip()]
-    if len(parsed) < 2:
-        raise ValueError(f"--sweep {text!r}: give at least two values")
-    return section, name, parsed
-
-
 def run_sweep(run: RunConfig, section: str, name: str, values: list[Any], *, frameworks: list[str],
               seeds: list[int], out_dir: Path, resume: bool = False, progress: bool = True, data_dir=None,
-              split=None) -> dict[str, Any]:
+              split=None, on_point: Callable[[Path, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """`run_training` once per value of `section.name`, each into `out_dir/<name>=<value>/`;
     -> the sweep JSON (`"command": "sweep"`): per value and framework, validation and test HR@10 /
     NDCG@10 and the code layer's saturation; `chosen_by_validation` is the value with the best
-    validation HR@10 (then NDCG@10) of the first framework. The test never chooses."""
-    from parity.data import load_split
+    validation HR@10 (then NDCG@10) of the first framework. The test never chooses.
+
+    `on_point(folder, result)` is called with each value's training result as soon as it is done (the
+    command layer writes it to folder/train.json there, so a long sweep keeps what it finished)."""
 
     if split is None:
         split = load_split(run.data, data_dir)
@@ -506,7 +301,8 @@ def run_sweep(run: RunConfig, section: str, name: str, values: list[Any], *, fra
         result = run_training(point_run, frameworks=frameworks, seeds=seeds, out_dir=folder, resume=resume,
                               progress=progress, split=split)
         result["run_name"] = f"{out_dir.name}/{folder.name}"
-        _write_json(folder / "train.json", result)
+        if on_point is not None:
+            on_point(folder, result)
         runs.append(str(folder / "train.json"))
         points.append(_sweep_point(value, result))
     first = frameworks[0]
@@ -520,18 +316,6 @@ def run_sweep(run: RunConfig, section: str, name: str, values: list[Any], *, fra
                                      "1e-3, limit = 1 - eps the largest r the projection allows"}
 
 
-def _print_sweep(payload: dict[str, Any]) -> None:
-    print(f"sweep over {payload['field']} (validation chooses: {payload['chosen_by_validation']})")
-    for p in payload["points"]:
-        for fw, e in p["frameworks"].items():
-            sat, out = e.get("code_saturation"), e.get("output_saturation")
-            sat_text = (f"  code |z|/R mean {sat['norm_mean']:.3f} max {sat['norm_max']:.4f} on boundary "
-                        f"{sat['boundary_fraction']:.3f}; output |y|/R mean {out['norm_mean']:.3f} on boundary "
-                        f"{out['boundary_fraction']:.3f}") if sat else ""
-            print(f"  {payload['field']}={p['value']!s:<8} {fw:<6} val HR@10 {e['val_hr']:.4f} "
-                  f"NDCG@10 {e['val_ndcg']:.4f}  test HR@10 {e['test_hr']:.4f} NDCG@10 {e['test_ndcg']:.4f}{sat_text}")
-
-
 # ---------------------------------------------------------------------------------------------
 # two trained configurations, compared on the same test users
 
@@ -539,17 +323,14 @@ def _print_sweep(payload: dict[str, Any]) -> None:
 def _test_per_user(payload: dict[str, Any], framework: str, seed: int, split) -> tuple[np.ndarray, np.ndarray, float]:
     """Per test user hit@10 and NDCG@10 of one run's best-validation checkpoint (and the run's recorded
     test HR@10, to check the re-scoring against)."""
-    from parity import metrics
-    from parity.baselines import score_heldout
-    from parity.data import dense_rows
 
     run = RunConfig.from_dict(payload["config"])
     record = next((r for r in payload["runs"] if r["framework"] == framework and r["seed"] == seed), None)
     if record is None:
         raise ValueError(f"no {framework} run with seed {seed} in {payload.get('run_name')}")
     weights = load_checkpoint(Path(record["checkpoints"]["best"]))[0]
-    side = Side(framework, dataclasses.replace(run, train=dataclasses.replace(run.train, dtype=record["dtype"])),
-                weights)
+    side = backend.get(framework).session(
+        dataclasses.replace(run, train=dataclasses.replace(run.train, dtype=record["dtype"])), weights)
     scores = score_heldout(lambda users: side.score(dense_rows(split.train, users, side.dtype)), split.test)
     hit, ndcg = metrics.per_user(scores, split.test, K, candidate_scores=split.test.protocol == "neumf")
     return hit.astype(np.float64), ndcg, record["test"]["hr"]
@@ -565,8 +346,6 @@ def paired_comparison(payload_a: dict[str, Any], payload_b: dict[str, Any], *, f
     over seeds (the users are resampled once for all seeds, so the interval carries the test set's
     sampling and the seeds' spread together). Also the seed-level means and a t interval over seeds.
     """
-    from parity import metrics
-    from parity.data import load_split
 
     data_a, data_b = payload_a["config"]["data"], payload_b["config"]["data"]
     if (data_a["dataset"], data_a["protocol"]) != (data_b["dataset"], data_b["protocol"]):
@@ -576,7 +355,7 @@ def paired_comparison(payload_a: dict[str, Any], payload_b: dict[str, Any], *, f
     if not seeds:
         raise ValueError(f"the two runs share no {framework} seed")
     if split is None:
-        split = load_split(cfg.from_dict(DataConfig, data_a), data_dir)
+        split = load_split(DataConfig(**data_a), data_dir)
     hr_diff, ndcg_diff, per_seed = [], [], []
     for seed in seeds:
         hit_a, ndcg_a, recorded_a = _test_per_user(payload_a, framework, seed, split)
@@ -612,140 +391,3 @@ def paired_comparison(payload_a: dict[str, Any], payload_b: dict[str, Any], *, f
                       "difference over seeds; seed_t_*: t interval over the seed-level differences"}
 
 
-def _print_comparison(c: dict[str, Any]) -> None:
-    print(f"{c['a']} minus {c['b']} ({c['framework']}, seeds {c['seeds']}, {c['n_users']} test users, {c['dataset']})")
-    for key, label in (("hr", "HR@10"), ("ndcg", "NDCG@10")):
-        e = c[key]
-        t_text = f"; over seeds t [{e['seed_t_low']:+.4f}, {e['seed_t_high']:+.4f}]" if "seed_t_low" in e else ""
-        print(f"  test {label}: {e['a_mean']:.4f} vs {e['b_mean']:.4f}: difference {e['diff']:+.4f} "
-              f"[{e['low']:+.4f}, {e['high']:+.4f}] (95%, bootstrap over users){t_text}")
-
-
-# ---------------------------------------------------------------------------------------------
-# command line
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text  # a bare word, e.g. model.activation=tanh
-
-
-def resolve_config(args) -> RunConfig:
-    """The preset (or the defaults), then the explicit flags, then each --set SECTION.FIELD=VALUE."""
-    values: dict[str, dict[str, Any]] = {"model": {}, "optimizer": {}, "data": {}, "train": {}}
-    if args.preset:
-        if args.preset not in cfg.PRESETS:
-            raise ValueError(f"unknown preset {args.preset!r}; known: {', '.join(sorted(cfg.PRESETS))}")
-        for section, fields in cfg.PRESETS[args.preset].items():
-            if section != "description":
-                values[section].update(fields)
-    if args.model:
-        values["model"]["kind"] = args.model
-    flags = {("data", "dataset"): args.dataset, ("data", "protocol"): args.protocol,
-             ("train", "epochs"): args.epochs, ("train", "batch_size"): args.batch_size,
-             ("train", "dtype"): args.dtype, ("optimizer", "learning_rate"): args.lr,
-             ("train", "early_stopping_patience"): args.patience}
-    for (section, name), value in flags.items():
-        if value is not None:
-            values[section][name] = value
-    for item in args.set or []:
-        key, sep, text = item.partition("=")
-        section, dot, name = key.partition(".")
-        if not sep or not dot or section not in values:
-            raise ValueError(f"--set {item!r}: expected SECTION.FIELD=VALUE with SECTION one of {', '.join(values)}")
-        values[section][name] = _parse_value(text)
-    if "dataset" in values["data"] and "protocol" not in values["data"]:
-        values["data"]["protocol"] = "neumf" if values["data"]["dataset"] in ("ml-1m-neumf", "synthetic") else "seed"
-    return RunConfig.from_dict(values)
-
-
-def _seeds(args, run: RunConfig) -> list[int]:
-    if not args.seeds:
-        return [run.train.seed]
-    return [int(s) for s in str(args.seeds).replace(",", " ").split()]
-
-
-def _print_summary(result: dict[str, Any]) -> None:
-    for r in result["runs"]:
-        t = r["test"]
-        print(f"{r['framework']:<6} seed {r['seed']}: best epoch {r['best_epoch'] + 1}/{r['epochs_run']}  "
-              f"val HR@10 {r['validation']['hr']:.4f}  test HR@10 {t['hr']:.4f} [{t['hr_low']:.4f}, {t['hr_high']:.4f}]"
-              f"  NDCG@10 {t['ndcg']:.4f}  (n={t['n_users']})")
-    for fw, s in result["summary"].items():
-        if fw in ("jax", "torch"):
-            print(f"{fw:<6} test HR@10 {s['test_hr']['mean']:.4f} +- {s['test_hr']['std']:.4f}  "
-                  f"NDCG@10 {s['test_ndcg']['mean']:.4f} +- {s['test_ndcg']['std']:.4f}  over {s['test_hr']['n']} seed(s)")
-    if "max_abs_test_hr_diff" in result["summary"]:
-        print(f"max |JAX - PyTorch| test HR@10 at the same seed: {result['summary']['max_abs_test_hr_diff']:.4f}")
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
-def cli(args) -> int:
-    from parity.data import DataError
-
-    if args.list_presets:
-        for name, preset in cfg.PRESETS.items():
-            print(f"{name}: {preset.get('description', '')}")
-        return 0
-    if getattr(args, "compare", None):
-        try:
-            payload_a, payload_b = (json.loads(Path(p).read_text()) for p in args.compare)
-            frameworks = ["jax", "torch"] if args.framework == "both" else [args.framework]
-            comparisons = [paired_comparison(payload_a, payload_b, framework=fw) for fw in frameworks]
-        except (OSError, json.JSONDecodeError, KeyError, DataError, ValueError) as error:
-            print(f"poincare-parity train --compare: {error}", file=sys.stderr)
-            return 2
-        for c in comparisons:
-            _print_comparison(c)
-        if args.json:
-            _write_json(Path(args.json), {"command": "compare", "comparisons": comparisons})
-            print(f"wrote {args.json}")
-        return 0
-    try:
-        run = resolve_config(args)
-        frameworks = ["jax", "torch"] if args.framework == "both" else [args.framework]
-        run_name = args.run_name or args.preset or f"{run.model.kind}-{Path(run.data.dataset).name}-{run.data.protocol}"
-        sweep = parse_sweep(args.sweep) if getattr(args, "sweep", None) else None
-        if sweep and not args.run_name and not args.out:
-            run_name = f"{run_name}-sweep-{sweep[1]}"
-        out_dir = Path(args.out) if args.out else Path("reports") / run_name
-        if sweep:
-            payload = run_sweep(run, *sweep, frameworks=frameworks, seeds=_seeds(args, run), out_dir=out_dir,
-                                resume=args.resume, progress=not args.no_progress)
-        else:
-            result = run_training(run, frameworks=frameworks, seeds=_seeds(args, run), out_dir=out_dir,
-                                  resume=args.resume, progress=not args.no_progress)
-    except TrainingDiverged as error:
-        print(f"poincare-parity train: {error}", file=sys.stderr)
-        return 3
-    except (DataError, ValueError, NotImplementedError) as error:
-        print(f"poincare-parity train: {error}", file=sys.stderr)
-        return 2
-    if sweep:
-        payload["run_name"], payload["preset"] = run_name, args.preset
-        _print_sweep(payload)
-        _write_json(out_dir / "sweep.json", payload)
-        from parity.report import plot_sweep
-
-        plot = plot_sweep(payload, out_dir / "sweep.png")
-        print(f"wrote {out_dir / 'sweep.json'}" + (f" and {plot}" if plot else ""))
-        if args.json:
-            _write_json(Path(args.json), payload)
-            print(f"wrote {args.json}")
-        return 0
-    result["run_name"], result["preset"] = run_name, args.preset
-    _print_summary(result)
-    _write_json(out_dir / "train.json", result)
-    print(f"wrote {out_dir / 'train.json'}")
-    if args.json:
-        _write_json(Path(args.json), result)
-        print(f"wrote {args.json}")
-    return 0

@@ -8,7 +8,9 @@ import json
 
 import pytest
 
-from parity import bench
+from parity import bench, stats
+from parity.bench import runner
+from parity.commands.bench import format_results
 from parity.cli import main
 from parity.config import ModelConfig
 
@@ -35,11 +37,11 @@ def test_step_gemms_count_forward_weight_and_input_gradients():
 
 
 def test_summarize_and_ratio():
-    s = bench.summarize([3.0, 1.0, 2.0])
+    s = stats.summarize([3.0, 1.0, 2.0])
     assert (s["median"], s["min"], s["max"], s["n"]) == (2.0, 1.0, 3.0, 3)
-    r = bench.ratio(bench.summarize([4.0, 6.0, 5.0]), s)
+    r = stats.ratio(stats.summarize([4.0, 6.0, 5.0]), s)
     assert r == {"median": 2.5, "low": 4.0 / 3.0, "high": 6.0}
-    assert bench.ratio(bench.summarize([]), s) is None
+    assert stats.ratio(stats.summarize([]), s) is None
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +91,7 @@ def test_tiny_bench_writes_well_formed_records(tiny_payload):
     targets = bench.check_targets(p["workloads"])  # ... but computable from the records
     assert {t["threshold"] for t in targets} == {1.0, bench.MATMUL_FRACTION_TARGET}
     assert all(isinstance(t["met"], bool) for t in targets)
-    text = bench.format_results(p)
+    text = format_results(p)
     assert "jax-scan" in text and "matmul rate" in text
 
 
@@ -101,7 +103,7 @@ def test_a_failing_arm_is_recorded_and_the_others_still_run(monkeypatch):
             raise RuntimeError("no such luck")
         return real(name, *args, **kwargs)
 
-    monkeypatch.setattr(bench, "make_arm", make_arm)
+    monkeypatch.setattr(runner, "make_arm", make_arm)
     data = bench.load_bench_data(tiny=True)
     record = bench.bench_model("ae-neumf", data, arms=("torch-eager", "jax-jit"), repeats=1, steps=1, hidden_cap=8,
                                matmul_target_s=0.001)

@@ -30,9 +30,9 @@ def test_init_weights_is_deterministic_xavier_with_zero_biases():
     assert convert.init_weights(CONFIG, 3, bias_scale=0.1)["encoder.0.bias"].any()
 
 
-def test_unknown_model_kind_has_no_layout():
-    with pytest.raises(ValueError, match="no canonical parameter layout"):
-        convert.parameter_shapes(ModelConfig(kind="mystery"))
+def test_unknown_model_kind_is_refused_before_any_layout_is_asked_for():
+    with pytest.raises(ValueError, match="model.kind='mystery': expected one of ae, hae"):
+        ModelConfig(kind="mystery")
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from parity import data as D
+from parity.data import formats, remote
 
 # ----------------------------------------------------------------------------------- fixtures
 
@@ -200,7 +201,7 @@ def test_fast_path_parses_a_million_rows_without_the_line_by_line_fallback(tmp_p
     def no_fallback(*args, **kwargs):
         raise AssertionError("the line-by-line locator ran on a valid file")
 
-    monkeypatch.setattr(D, "_locate_bad_line", no_fallback)
+    monkeypatch.setattr(formats, "_locate_bad_line", no_fallback)
     data = D.load_dataset(path)
     assert data.n_ratings == 1_000_209 and (data.n_users, data.n_items) == (6040, 3706)
     assert np.array_equal(data.ratings, syn.ratings)
@@ -230,7 +231,7 @@ def test_synthetic_is_ml1m_shaped_and_seeded():
 
 
 def _small() -> D.Dataset:
-    return D._explicit_dataset("small", "test", np.array(ROWS, np.float64))
+    return formats._explicit_dataset("small", "test", np.array(ROWS, np.float64))
 
 
 def test_seed_split_by_time_with_dropped_counts():
@@ -325,8 +326,8 @@ def test_make_split_reads_the_config():
     data = D.synthetic(n_users=200, n_items=300, n_ratings=12_000, seed=5)
     assert D.make_split(data, DataConfig(dataset="synthetic", protocol="seed", quantile=0.9)).info["quantile"] == 0.9
     assert D.make_split(data, DataConfig(dataset="synthetic", protocol="neumf")).protocol == "neumf"
-    with pytest.raises(ValueError, match="unknown protocol"):
-        D.make_split(data, DataConfig(dataset="synthetic", protocol="loo"))
+    with pytest.raises(ValueError, match="data.protocol='loo': expected one of seed, neumf"):
+        DataConfig(dataset="synthetic", protocol="loo")  # refused before any split is attempted
 
 
 # ------------------------------------------------------------------------------------ batching
@@ -421,10 +422,10 @@ def test_unknown_dataset_for_download(tmp_path):
 
 def test_remote_table_is_pinned():
     for name in ("ml-1m", "ml-100k", "ml-latest-small", "ml-1m-neumf"):
-        for remote in D.REMOTE[name]:
-            assert len(remote.sha256) == 64 and int(remote.sha256, 16) >= 0
-            assert remote.url.startswith("https://")
-    assert all(D.NEUMF_COMMIT in r.url for r in D.REMOTE["ml-1m-neumf"])
+        for file in D.REMOTE[name]:
+            assert len(file.sha256) == 64 and int(file.sha256, 16) >= 0
+            assert file.url.startswith("https://")
+    assert all(remote.NEUMF_COMMIT in r.url for r in D.REMOTE["ml-1m-neumf"])
 
 
 def _ml1m_like(n_users=30, n_items=25, seed=0):
@@ -476,7 +477,7 @@ def test_download_neumf_end_to_end_with_derived_train(tmp_path, monkeypatch):
     monkeypatch.setitem(D.REMOTE, "ml-1m", (_remote(served["ml-1m.zip"], "ml-1m.zip"),))
     monkeypatch.setitem(D.REMOTE, "ml-1m-neumf", (
         _remote(test_bytes, "ml-1m-neumf/ml-1m.test.rating"), _remote(negative_bytes, "ml-1m-neumf/ml-1m.test.negative")))
-    monkeypatch.setattr(D, "NEUMF_TRAIN_SHA256", hashlib.sha256(train).hexdigest())
+    monkeypatch.setattr(remote, "NEUMF_TRAIN_SHA256", hashlib.sha256(train).hexdigest())
 
     def downloader(url, output_file, pooch_obj, check_only=False):
         Path(output_file).write_bytes(served[url.rsplit("/", 1)[1]])
@@ -490,7 +491,7 @@ def test_download_neumf_end_to_end_with_derived_train(tmp_path, monkeypatch):
     _write(tmp_path / "ml-1m-neumf" / "ml-1m.train.rating", b"0\t0\n")
     D.download("ml-1m-neumf", tmp_path, downloader=downloader)
     assert (tmp_path / "ml-1m-neumf" / "ml-1m.train.rating").read_bytes() == train
-    monkeypatch.setattr(D, "NEUMF_TRAIN_SHA256", "0" * 64)
+    monkeypatch.setattr(remote, "NEUMF_TRAIN_SHA256", "0" * 64)
     with pytest.raises(D.ChecksumError, match="nothing was written"):
         D.download("ml-1m-neumf", tmp_path, downloader=downloader)
     assert not (tmp_path / "ml-1m-neumf" / "ml-1m.train.rating").exists()

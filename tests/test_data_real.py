@@ -11,6 +11,7 @@ import hashlib
 import numpy as np
 
 from parity import data as D
+from parity.data import formats, remote
 
 
 def _sha256(path) -> str:
@@ -53,7 +54,7 @@ def test_ml1m_neumf_counts_and_split(require_dataset, monkeypatch):
     def no_fallback(*args, **kwargs):
         raise AssertionError("the line-by-line locator ran on a valid file")
 
-    monkeypatch.setattr(D, "_locate_bad_line", no_fallback)  # the vectorised path read every file
+    monkeypatch.setattr(formats, "_locate_bad_line", no_fallback)  # the vectorised path read every file
     data = D.load_dataset("ml-1m-neumf", data_dir=root)
     assert (data.n_users, data.n_items, data.n_ratings) == (6040, 3706, 994_169)
     assert data.timestamps is None and data.implicit
@@ -72,8 +73,8 @@ def test_pinned_hashes_are_those_of_the_shared_files(require_dataset):
     for name in ("ml-1m.test.rating", "ml-1m.test.negative"):
         assert _sha256(folder / name) == pins[name].sha256
         assert hashlib.md5((folder / name).read_bytes()).hexdigest() == pins[name].md5
-    assert _sha256(folder / "ml-1m.train.rating") == D.NEUMF_TRAIN_SHA256
-    assert hashlib.md5((folder / "ml-1m.train.rating").read_bytes()).hexdigest() == D.NEUMF_TRAIN_MD5
+    assert _sha256(folder / "ml-1m.train.rating") == remote.NEUMF_TRAIN_SHA256
+    assert hashlib.md5((folder / "ml-1m.train.rating").read_bytes()).hexdigest() == remote.NEUMF_TRAIN_MD5
 
 
 def test_neumf_numbering_is_first_appearance_in_ratings_dat(require_dataset):
@@ -85,8 +86,8 @@ def test_neumf_numbering_is_first_appearance_in_ratings_dat(require_dataset):
     (whose first appearance was that test row). The shared train file satisfies this exactly.
     """
     folder = require_dataset("ml-1m-neumf")
-    train = D._read_neumf_rating(folder / "ml-1m.train.rating").astype(np.int64)
-    test = D._read_neumf_rating(folder / "ml-1m.test.rating").astype(np.int64)
+    train = formats.read_neumf_rating(folder / "ml-1m.train.rating").astype(np.int64)
+    test = formats.read_neumf_rating(folder / "ml-1m.test.rating").astype(np.int64)
     users, items = train[:, 0], train[:, 1]
     assert np.all(np.diff(users) >= 0)  # grouped by user, users in ratings.dat order (UserID - 1)
     assert np.array_equal(test[:, 0], np.arange(6040))

@@ -10,7 +10,9 @@ import pytest
 import scipy.sparse as sp
 
 from parity import data as D
+from parity.data import protocols
 from parity import metrics as M
+from parity import stats as S
 
 
 def _random_seed_heldout(rng, n_users=40, n_items=30):
@@ -20,7 +22,7 @@ def _random_seed_heldout(rng, n_users=40, n_items=30):
     seen = sp.csr_matrix(seen.toarray() * (np.arange(n_items) < n_items - 2))
     truth = sp.csr_matrix(free.astype(np.float32))
     users = np.flatnonzero(np.diff(truth.indptr) > 0)
-    return D._heldout("seed", truth, seen, users)
+    return protocols._heldout("seed", truth, seen, users)
 
 
 def _brute_seed(scores, heldout, k):
@@ -144,21 +146,21 @@ def test_nan_scores_are_refused_and_shapes_checked():
 
 def test_wilson_interval_known_values():
     # textbook values: 5 of 10 -> (0.2366, 0.7634); 0 of 10 -> (0, 0.2775); 10 of 10 -> (0.7225, 1)
-    assert M.wilson_interval(5, 10) == pytest.approx((0.23659, 0.76341), abs=1e-5)
-    assert M.wilson_interval(0, 10) == pytest.approx((0.0, 0.27753), abs=1e-5)
-    assert M.wilson_interval(10, 10) == pytest.approx((0.72247, 1.0), abs=1e-5)
-    low, high = M.wilson_interval(2742, 6040)
+    assert S.wilson_interval(5, 10) == pytest.approx((0.23659, 0.76341), abs=1e-5)
+    assert S.wilson_interval(0, 10) == pytest.approx((0.0, 0.27753), abs=1e-5)
+    assert S.wilson_interval(10, 10) == pytest.approx((0.72247, 1.0), abs=1e-5)
+    low, high = S.wilson_interval(2742, 6040)
     assert low < 2742 / 6040 < high and high - low == pytest.approx(2 * 1.96 * math.sqrt(0.454 * 0.546 / 6040), rel=0.01)
 
 
 def test_bootstrap_interval():
     values = np.random.default_rng(0).random(500)
-    low, high = M.bootstrap_interval(values, seed=1)
+    low, high = S.bootstrap_interval(values, seed=1)
     assert low < values.mean() < high
-    assert (low, high) == M.bootstrap_interval(values, seed=1)
+    assert (low, high) == S.bootstrap_interval(values, seed=1)
     # the half-width is about 1.96 standard errors
     assert (high - low) / 2 == pytest.approx(1.96 * values.std() / math.sqrt(values.size), rel=0.15)
-    assert M.bootstrap_interval(np.full(20, 0.5)) == (0.5, 0.5)
+    assert S.bootstrap_interval(np.full(20, 0.5)) == (0.5, 0.5)
 
 
 def test_evaluate_returns_json_able_metrics_with_user_count():

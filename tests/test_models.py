@@ -11,15 +11,16 @@ import torch
 import jax_impl.models as jm
 import torch_ref.models as tm
 from parity import convert
-from parity.checks import models as checks
-from parity.config import ModelConfig
+from parity.suites import models as checks
+from parity.config import ACTIVATIONS, LOSSES, ModelConfig
+from parity.errors import ConfigError
 
 GRID = np.concatenate([-np.logspace(-8, 2.5, 400), [0.0], np.logspace(-8, 2.5, 400)])
 
 
 def test_both_sides_offer_the_same_activations_and_losses():
-    assert list(jm.ACTIVATIONS) == list(tm.ACTIVATIONS) == list(checks.ACTIVATION_NAMES)
-    assert list(jm.LOSSES) == list(tm.LOSSES) == list(checks.LOSS_NAMES)
+    assert tuple(jm.ACTIVATIONS) == tuple(tm.ACTIVATIONS) == ACTIVATIONS  # the configuration's names, once
+    assert tuple(jm.LOSSES) == tuple(tm.LOSSES) == LOSSES
     assert jm.LEAKY_RELU_SLOPE == tm.LEAKY_RELU_SLOPE == 0.01
     assert (jm.SELU_ALPHA, jm.SELU_SCALE) == (tm.SELU_ALPHA, tm.SELU_SCALE)
 
@@ -128,13 +129,19 @@ def test_last_layer_activation_switch():
 
 
 @pytest.mark.parametrize("bad", [{"activation": "gelu"}, {"loss": "hinge"}, {"layer_sizes": (10,)},
-                                 {"kind": "hae"}, {"input_normalization": "l1"}])
-def test_bad_configurations_fail_early_on_both_sides(bad):
-    config = ModelConfig(**{"layer_sizes": (10, 4), **bad})
+                                 {"input_normalization": "l1"}, {"input_dropout": 1.0}])
+def test_bad_configurations_are_refused_when_built(bad):
+    with pytest.raises(ConfigError, match=f"model.{next(iter(bad))}="):
+        ModelConfig(**{"layer_sizes": (10, 4), **bad})
+
+
+@pytest.mark.parametrize("config", [ModelConfig(kind="hae", layer_sizes=(10, 4)), ModelConfig(layer_sizes=(0, 4))])
+def test_a_model_refuses_another_kind_or_a_missing_input_width_on_both_sides(config):
     with pytest.raises(ValueError):
         jm.AutoEncoder(config)
     with pytest.raises(ValueError):
         tm.AutoEncoder(config)
+
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

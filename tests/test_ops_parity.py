@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from jax_impl import poincare as pm
-from parity.checks import ops
+from parity.suites import ops
 
 TEST_GRID = dict(dims=(3,), lead_shapes={3: (2, 3)}, c_values=(1e-3, 1.0, 10.0), oracle_points=2)
 # geoopt rows the oracle must flag on this grid (float32 artanh at the norm clamp; matvec's zero test)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from parity import bench, report
+from parity import bench, report, stats
+from parity.bench import runner
 from parity.cli import main
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -40,11 +41,11 @@ def _train(kind: str, preset: str, hr: dict[str, float]) -> dict:
 def _arm(name: str, users_per_s: list[float]) -> dict:
     epoch = [6000 / u for u in users_per_s]
     return {"arm": name, "framework": bench.ARM_FRAMEWORK[name], "status": "ok", "warmup_s": 9.0, "compile_s": 1.0,
-            "train_users_per_s": bench.summarize(users_per_s), "epoch_s": bench.summarize(epoch),
-            "feed_s": bench.summarize([0.1] * len(epoch)), "run_s": bench.summarize([e - 0.1 for e in epoch]),
-            "step_s": bench.summarize([0.05] * len(epoch)), "epoch_step_s": 0.05, "loop_overhead_s": 0.1,
-            "infer_users_per_s": bench.summarize([10 * u for u in users_per_s]),
-            "infer_s": bench.summarize([0.1] * len(epoch)), "matmul_gflops": 40.0, "matmul_fraction": 0.85,
+            "train_users_per_s": stats.summarize(users_per_s), "epoch_s": stats.summarize(epoch),
+            "feed_s": stats.summarize([0.1] * len(epoch)), "run_s": stats.summarize([e - 0.1 for e in epoch]),
+            "step_s": stats.summarize([0.05] * len(epoch)), "epoch_step_s": 0.05, "loop_overhead_s": 0.1,
+            "infer_users_per_s": stats.summarize([10 * u for u in users_per_s]),
+            "infer_s": stats.summarize([0.1] * len(epoch)), "matmul_gflops": 40.0, "matmul_fraction": 0.85,
             "matmul_fraction_run": 0.9, "matmul_fraction_step": 0.95, "memory": {"resident_mb": 100.0,
                                                                               "epoch_peak_above_mb": 50.0}}
 
@@ -60,7 +61,7 @@ def _bench() -> dict:
                           "batch_size": 256, "steps_per_epoch": 24, "n_users": 6000,
                           "flops": {"train_epoch": 1.3e11, "train_per_user": 2.2e7, "inference_per_user": 8.9e6},
                           "matmul_rate": {"jax": {"gflops": 48.0}, "torch": {"gflops": 21.0}},
-                          "arms": arms, "ratios": bench._ratios(arms)})
+                          "arms": arms, "ratios": runner._ratios(arms)})
     workloads.append({"name": "optimizer-adam", "kind": "optimizer", "n_points": 10000, "dim": 64, "dtype": "float32",
                       "arms": [], "ratios": [], "result": {"jax_ms": 9.0, "torch_ms": 60.0, "jax_ms_min": 8.0,
                                                            "torch_ms_min": 55.0}})

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from parity import run
+from parity.commands import run
 from parity.cli import build_parser, main
 
 

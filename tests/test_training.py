@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import jax.numpy as jnp
 import numpy as np
@@ -13,10 +14,14 @@ import torch
 
 import jax_impl.train as jt
 import torch_ref.train as tt
-from parity import convert, training
-from parity.checks import models as checks
+from parity import backend, convert, training
+from parity.checkpoint import load_checkpoint
+from parity.commands.train import resolve_config
+from parity.data import epoch_masks
+from parity.errors import ConfigError, TrainingDiverged
+from parity.suites import models as checks
 from parity.cli import main
-from parity.config import DataConfig, ModelConfig, OptimizerConfig, TrainConfig
+from parity.config import DataConfig, ModelConfig, OptimizerConfig, RunConfig, TrainConfig
 
 N_USERS, N_ITEMS = 90, 40
 RNG = np.random.default_rng(0)
@@ -110,26 +115,37 @@ def test_adam_first_step_is_minus_lr_times_sign_of_gradient():
 
 
 @pytest.mark.parametrize("bad", [OptimizerConfig(name="adam", amsgrad=True), OptimizerConfig(name="sgd", dampening=0.1),
-                                 OptimizerConfig(name="sgd", nesterov=True), OptimizerConfig(name="lbfgs"),
                                  OptimizerConfig(name="sgd", exact=True)])
 def test_optimizer_options_the_two_libraries_disagree_on_are_refused(bad):
     with pytest.raises(ValueError):
         jt.euclidean_optimizer(bad)
     with pytest.raises(ValueError):
         tt.euclidean_optimizer(bad)
+    with pytest.raises(ConfigError, match="Euclidean autoencoder"):  # before any data is read
+        RunConfig(ModelConfig(), bad, DataConfig(), TrainConfig())
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"name": "sgd", "nesterov": True}, "nesterov=true needs optimizer.momentum > 0"),
+    ({"name": "lbfgs"}, "optimizer.name='lbfgs': expected one of sgd, adam"),
+    ({"learning_rate": -1.0}, "optimizer.learning_rate=-1.0: expected a number >= 0"),
+])
+def test_invalid_optimizer_options_are_refused_when_the_config_is_built(fields, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        OptimizerConfig(**fields)
 
 
 def test_epoch_masks_are_a_function_of_seed_and_epoch():
     model = ModelConfig(layer_sizes=(N_ITEMS, 8), input_dropout=0.5, code_dropout=0.25)
     train = TrainConfig(dense_refeeding=True)
-    a = training.epoch_masks(model, train, 0, 3, 50)
-    b = training.epoch_masks(model, train, 0, 3, 50)
-    c = training.epoch_masks(model, train, 0, 4, 50)
+    a = epoch_masks(model, train, 0, 3, 50)
+    b = epoch_masks(model, train, 0, 3, 50)
+    c = epoch_masks(model, train, 0, 4, 50)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert not np.array_equal(a[0], c[0]) and not np.array_equal(a[0], a[2])
     assert a[0].shape == (50, N_ITEMS) and a[1].shape == (50, 8)
     assert abs(a[0].mean() - 0.5) < 0.05 and abs(a[1].mean() - 0.75) < 0.1
-    assert training.epoch_masks(ModelConfig(layer_sizes=(N_ITEMS, 8)), TrainConfig(), 0, 0, 5) == (None,) * 4
+    assert epoch_masks(ModelConfig(layer_sizes=(N_ITEMS, 8)), TrainConfig(), 0, 0, 5) == (None,) * 4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,7 +179,7 @@ def test_training_parity_suite_ml100k(require_dataset, dtype):
 
 
 def _run(tmp_path, epochs=3, frameworks=("jax",), patience=None, lr=1e-3, resume=False, name="run"):
-    run = training.RunConfig(
+    run = RunConfig(
         model=ModelConfig(layer_sizes=(0, 24), activation="tanh", loss="multinomial", input_dropout=0.3),
         optimizer=OptimizerConfig(name="adam", learning_rate=lr),
         data=DataConfig(dataset="ml-100k", protocol="neumf"),
@@ -204,7 +220,7 @@ def test_both_frameworks_train_alike_and_write_checkpoints(tmp_path, require_dat
     folder = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in folder.iterdir()) == [
         "jax-seed0-best.npz", "jax-seed0-last.npz", "torch-seed0-best.npz", "torch-seed0-last.npz"]
-    _, optimizer, meta = training.load_checkpoint(folder / "jax-seed0-last.npz")
+    _, optimizer, meta = load_checkpoint(folder / "jax-seed0-last.npz")
     assert meta["state"]["epoch"] == 1 and meta["state"]["finished"] and optimizer
 
 
@@ -216,8 +232,8 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path, require_
     assert [r["resumed_from_epoch"] for r in resumed["runs"]] == [0, 0]
     assert _strip_times(resumed)["runs"] == _strip_times(whole)["runs"]
     for fw in ("jax", "torch"):
-        a = training.load_checkpoint(tmp_path / "whole" / "checkpoints" / f"{fw}-seed0-last.npz")
-        b = training.load_checkpoint(tmp_path / "cut" / "checkpoints" / f"{fw}-seed0-last.npz")
+        a = load_checkpoint(tmp_path / "whole" / "checkpoints" / f"{fw}-seed0-last.npz")
+        b = load_checkpoint(tmp_path / "cut" / "checkpoints" / f"{fw}-seed0-last.npz")
         for name in a[0]:
             np.testing.assert_array_equal(a[0][name], b[0][name])
         for name in a[1]:
@@ -234,23 +250,23 @@ def test_resume_refuses_another_configuration(tmp_path, require_dataset):
 
 def test_nan_loss_stops_with_epoch_step_and_keeps_the_last_good_checkpoint(tmp_path, require_dataset, monkeypatch):
     require_dataset("ml-100k")
-    real = training.Side.train_epoch
+    real = backend.JaxSession.train_epoch
     calls = {"n": 0}
 
-    def poisoned(self, matrix, batches, masks):
-        losses = np.array(real(self, matrix, batches, masks))
+    def poisoned(self, matrix, batches, masks, **kwargs):
+        losses = np.array(real(self, matrix, batches, masks, **kwargs))
         calls["n"] += 1
         if calls["n"] == 2:  # epoch 1 goes bad at its 3rd step
             losses[2:] = np.nan
         return losses
 
-    monkeypatch.setattr(training.Side, "train_epoch", poisoned)
+    monkeypatch.setattr(backend.JaxSession, "train_epoch", poisoned)
     last = tmp_path / "run" / "checkpoints" / "jax-seed0-last.npz"
-    with pytest.raises(training.TrainingDiverged) as caught:
+    with pytest.raises(TrainingDiverged) as caught:
         _run(tmp_path, epochs=3)
     assert (caught.value.epoch, caught.value.step) == (1, 2)
     assert caught.value.checkpoint == last and "epoch 1, step 2" in str(caught.value)
-    weights, _, meta = training.load_checkpoint(last)
+    weights, _, meta = load_checkpoint(last)
     assert meta["state"]["epoch"] == 0 and all(np.isfinite(w).all() for w in weights.values())
 
 
@@ -267,7 +283,7 @@ def test_cli_errors_are_messages_not_tracebacks(capsys):
     assert main(["train", "--set", "activation=tanh"]) == 2
     assert "SECTION.FIELD=VALUE" in capsys.readouterr().err
     assert main(["train", "--set", "model.colour=red"]) == 2
-    assert "unknown ModelConfig field" in capsys.readouterr().err
+    assert "unknown model field(s) colour" in capsys.readouterr().err
     assert main(["train", "--list-presets"]) == 0
     assert "ae-neumf" in capsys.readouterr().out
 
@@ -290,7 +306,7 @@ def test_presets_are_valid_configurations():
     from parity.config import PRESETS
 
     for name, preset in PRESETS.items():
-        run = training.RunConfig.from_dict({k: v for k, v in preset.items() if k != "description"})
+        run = RunConfig.from_dict({k: v for k, v in preset.items() if k != "description"})
         assert run.model.kind in ("ae", "hae") and preset["description"], name
         dataclasses.replace(run.model)  # frozen dataclasses build
 
@@ -301,10 +317,10 @@ def test_configuration_precedence_preset_then_flags_then_set():
     args = build_parser().parse_args(["train", "--preset", "ae-neumf", "--epochs", "7", "--lr", "0.01",
                                       "--set", "optimizer.learning_rate=0.02", "--set", "model.layer_sizes=[0,32,8]",
                                       "--set", "train.dense_refeeding=true", "--dataset", "ml-100k"])
-    run = training.resolve_config(args)
+    run = resolve_config(args)
     assert run.train.epochs == 7 and run.optimizer.learning_rate == 0.02  # --set wins over --lr
     assert run.model.layer_sizes == (0, 32, 8) and run.train.dense_refeeding is True
     assert run.model.activation == "tanh" and run.model.input_normalization == "l2"  # from the preset
     assert run.data.dataset == "ml-100k" and run.data.protocol == "neumf"  # the preset's protocol stays
-    plain = training.resolve_config(build_parser().parse_args(["train", "--dataset", "ml-100k"]))
+    plain = resolve_config(build_parser().parse_args(["train", "--dataset", "ml-100k"]))
     assert plain.data.protocol == "seed" and plain.model == ModelConfig()

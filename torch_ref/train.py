@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from parity.config import OptimizerConfig
+from parity.config import OptimizerConfig, euclidean_optimizer_problems
 from torch_ref import optim
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -36,22 +36,14 @@ OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 def euclidean_optimizer(config: OptimizerConfig) -> OptimizerFactory:
     """torch.optim.Adam or SGD from the options `jax_impl.train.euclidean_optimizer` reads."""
-    if config.exact:
-        raise ValueError("OptimizerConfig.exact applies to Riemannian optimizers only")
+    problems = euclidean_optimizer_problems(config)
+    if problems:
+        raise ValueError("; ".join(problems) + " (torch_ref.optim's Riemannian optimizers take it)")
     if config.name == "adam":
-        if config.amsgrad:
-            raise ValueError("amsgrad: optax and torch.optim differ (max before/after bias correction); "
-                             "use torch_ref.optim's Riemannian Adam for geoopt's amsgrad")
         return lambda params: torch.optim.Adam(params, lr=config.learning_rate, betas=(config.b1, config.b2),
                                                eps=config.eps, weight_decay=config.weight_decay)
-    if config.name == "sgd":
-        if config.dampening:
-            raise ValueError("dampening: optax.sgd has none; use torch_ref.optim's Riemannian SGD")
-        if config.nesterov and config.momentum <= 0:
-            raise ValueError("nesterov needs momentum > 0 (as torch.optim.SGD requires)")
-        return lambda params: torch.optim.SGD(params, lr=config.learning_rate, momentum=config.momentum,
-                                              nesterov=config.nesterov, weight_decay=config.weight_decay)
-    raise ValueError(f"unknown optimizer {config.name!r}: expected 'adam' or 'sgd'")
+    return lambda params: torch.optim.SGD(params, lr=config.learning_rate, momentum=config.momentum,
+                                          nesterov=config.nesterov, weight_decay=config.weight_decay)
 
 
 def riemannian_optimizer(config: OptimizerConfig, *, curvature: Callable | None = None) -> OptimizerFactory:

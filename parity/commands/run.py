@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import json
 import os
 import subprocess
 import sys
@@ -39,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from parity import config as cfg
+from parity.errors import UsageError
+from parity.files import write_json
 
 AE_PRESET = "ae-neumf"
 QUICK_EPOCHS = 12
@@ -255,9 +256,7 @@ def execute(stages: list[Stage], *, out: Path, name: str, dataset: str, quick: b
 
     def save() -> None:
         manifest["seconds"] = time.time() - started
-        tmp = out / "run.json.tmp"
-        tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-        os.replace(tmp, out / "run.json")
+        write_json(out / "run.json", manifest, command="run")
 
     for index, stage in enumerate(stages, 1):
         header = f"[{index}/{len(stages)}] {stage.name}"
@@ -315,7 +314,7 @@ def _names(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
 
-def cli(args) -> int:
+def main(args) -> int:
     quick = bool(args.quick)
     name = args.name or f"run-{Path(args.dataset).name}{'-quick' if quick else ''}"
     out = Path(args.out) if args.out else Path("reports") / name
@@ -327,8 +326,7 @@ def cli(args) -> int:
         stages = _select(plan(out=out, dataset=args.dataset, quick=quick, device=args.device, seeds=args.seeds),
                          _names(args.only), _names(args.skip))
     except ValueError as error:
-        print(f"poincare-parity run: {error}", file=sys.stderr)
-        return 2
+        raise UsageError(str(error)) from None
     data_names = [args.dataset]
     models_stage = next(s for s in stages if s.name == "models")
     if not models_stage.skip and "--no-training" not in (models_stage.argv or []):

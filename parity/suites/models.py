@@ -15,7 +15,7 @@ hyperbolic one (`hae_forward_cases`, `hae_training_cases`: Möbius layers, ball 
 curvature; trained by `jax_impl.optim` against geoopt's Riemannian optimizers), with the
 tolerances of TOLERANCES and HAE_TOLERANCES respectively.
 
-Error measure: `parity.checks.compare`, rel = |jax - ref| / max(|ref|, atol / rtol). Arrays carry
+Error measure: `parity.compare.compare`, rel = |jax - ref| / max(|ref|, atol / rtol). Arrays carry
 an absolute floor proportional to their own largest element, because a gradient entry or an
 output that is a cancelling sum of many terms is small by accident and its relative error says
 nothing; the floors below were chosen from measured errors and are stated in each row.
@@ -24,18 +24,25 @@ nothing; the floors below were chosen from measured errors and are stated in eac
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
-import time
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from parity.checks import ParityRecord, Tolerance, compare, merge
-from parity.config import ModelConfig, OptimizerConfig
+from parity import backend
+from parity.backend import enable_float64
+from parity.compare import ParityRecord, Tolerance, compare, merge
+from parity.config import (
+    ACTIVATIONS,
+    LOSSES,
+    DataConfig,
+    ModelConfig,
+    OptimizerConfig,
+    RunConfig,
+    TrainConfig,
+)
+from parity.data import batch_order
 
-ACTIVATION_NAMES = ("selu", "elu", "relu", "lrelu", "tanh", "sigmoid", "swish", "identity")
-LOSS_NAMES = ("masked_mse", "dense_mse", "multinomial", "bce")
 
 # what, dtype -> (rtol, floor, why). Elements smaller than floor * max|ref| are compared absolutely
 # (against rtol * floor * max|ref|): an output or gradient entry that is a cancelling sum of many
@@ -114,8 +121,8 @@ def forward_cases(large: bool = True) -> list[tuple[str, ModelConfig]]:
     on and off, input and code dropout on, L2 input normalization; plus the two preset-sized
     ML-1M models."""
     cases = []
-    for i, act in enumerate(ACTIVATION_NAMES):
-        loss = LOSS_NAMES[i % 4]
+    for i, act in enumerate(ACTIVATIONS):
+        loss = LOSSES[i % 4]
         tied = (i // 4) % 2 == 1
         sizes = (48, 32, 16, 8) if i % 2 else (48, 24, 12)
         config = ModelConfig(layer_sizes=sizes, activation=act, tied=tied, loss=loss,
@@ -360,35 +367,17 @@ def hae_training_cases(n_items: int) -> list[TrainingCase]:
 
 def train_side(framework: str, case: TrainingCase, matrix: np.ndarray, weights: Mapping[str, np.ndarray],
                dtype: str, *, epochs: int = 3, seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Train one side from `weights` on the batches of `parity.data.batch_order(seed, epoch)`;
+    """Train one side from `weights` on the batches of `parity.data.batch_order(seed, epoch)`, dropout off;
     -> (losses (steps, k), final weights)."""
-    from parity import convert
-    from parity.data import batch_order
-    from parity.training import optimizer_for
-
-    optimizer = optimizer_for(framework, case.model, case.optimizer)
-    weights = {k: np.asarray(v).astype(dtype) for k, v in weights.items()}
-    dense = matrix.astype(dtype)
-    if framework == "jax":
-        import jax.numpy as jnp
-
-        import jax_impl.train as jt
-
-        trainer = jt.Trainer(convert.jax_model(case.model, weights, dtype), optimizer,
-                             dense_refeeding=case.dense_refeeding)
-        device_matrix = jnp.asarray(dense)
-    else:
-        import torch
-
-        import torch_ref.train as tt
-
-        trainer = tt.Trainer(convert.torch_model(case.model, weights, dtype), optimizer,
-                             dense_refeeding=case.dense_refeeding)
-        device_matrix = torch.from_numpy(dense)
-    losses = [trainer.train_epoch(device_matrix, batch_order(len(dense), case.batch_size, seed, epoch))
+    run = RunConfig(case.model, case.optimizer, DataConfig(),
+                    TrainConfig(epochs=epochs, batch_size=case.batch_size, seed=seed, dtype=dtype,
+                                dense_refeeding=case.dense_refeeding))
+    session = backend.get(framework).session(run, {k: np.asarray(v).astype(dtype) for k, v in weights.items()})
+    device_matrix = session.put(matrix.astype(dtype))
+    no_dropout = (None, None, None, None)
+    losses = [session.train_epoch(device_matrix, batch_order(len(matrix), case.batch_size, seed, epoch), no_dropout)
               for epoch in range(epochs)]
-    final = convert.extract_jax(trainer.params) if framework == "jax" else convert.extract_torch(trainer.model)
-    return np.concatenate(losses), final
+    return np.concatenate(losses), session.weights()
 
 
 def train_both(case: TrainingCase, matrix: np.ndarray, dtype: str, *, epochs: int = 3, seed: int = 0):
@@ -459,30 +448,16 @@ def training_records(dtype: str, *, dataset: str = "ml-100k", data_dir=None, epo
 
 
 # ---------------------------------------------------------------------------------------------
-# command line
-
-
-def _table(records: list[ParityRecord]) -> str:
-    head = f"{'check':<52} {'dtype':<8} {'max abs err':>11} {'max rel err':>11} {'tolerance':>9} {'oracle j/ref':>17}  pass"
-    lines = [head, "-" * len(head)]
-    for r in records:
-        oracle = ""
-        if "jax_vs_oracle" in r.extra:
-            oracle = f"{r.extra['jax_vs_oracle']:.1e}/{r.extra['ref_vs_oracle']:.1e}"
-        lines.append(f"{r.check:<52} {r.dtype:<8} {r.max_abs_err:>11.2e} {r.max_rel_err:>11.2e} {r.tolerance:>9.0e} "
-                     f"{oracle:>17}  {'ok' if r.passed else 'FAIL'}")
-    return "\n".join(lines)
+# the suite
 
 
 def run(dtypes: Iterable[str], *, training: bool = True, large: bool = True, dataset: str = "ml-100k",
         data_dir=None, progress: bool = True) -> list[ParityRecord]:
-    import jax
-
     from tqdm import tqdm
 
     dtypes = list(dtypes)
     if "float64" in dtypes:
-        jax.config.update("jax_enable_x64", True)
+        enable_float64()
     jobs = [("forward", d) for d in dtypes] + ([("training", d) for d in dtypes] if training else [])
     records = []
     for suite, dtype in tqdm(jobs, desc="models parity", disable=not progress, file=sys.stderr):
@@ -492,23 +467,3 @@ def run(dtypes: Iterable[str], *, training: bool = True, large: bool = True, dat
             else:
                 records += training_records(dtype, dataset=dataset, data_dir=data_dir, kind=kind)
     return records
-
-
-def cli(args) -> int:
-    from parity.data import DataError
-
-    dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]
-    start = time.perf_counter()
-    try:
-        records = run(dtypes, training=not args.no_training, large=not args.quick, dataset=args.dataset,
-                      progress=not args.no_progress)
-    except DataError as error:
-        print(f"poincare-parity models: {error}\n(use --no-training to run the forward suite alone)", file=sys.stderr)
-        return 2
-    print(_table(records))
-    failed = [r for r in records if not r.passed]
-    print(f"\n{len(records) - len(failed)}/{len(records)} rows pass ({time.perf_counter() - start:.0f} s)")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"suite": "models", "records": [r.to_dict() for r in records]}, handle, indent=1)
-    return 1 if failed else 0

@@ -22,7 +22,7 @@ side that is wrong (`reference_wrong`) and that the JAX side is within the row's
 truth; both oracle errors are recorded. Wherever the oracle runs, a JAX side off the truth fails
 its row even if geoopt agrees with it.
 
-Errors use `parity.checks.compare` (relative, with an absolute floor); the floor is scaled to the
+Errors use `parity.compare.compare` (relative, with an absolute floor); the floor is scaled to the
 natural magnitude of each output (see "The absolute floor" below), and ``grad.c`` is compared point
 by point (each point gets its own copy of c, so no cancellation across the batch hides or fakes an
 error).
@@ -32,16 +32,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import sys
-import time
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from parity.checks import Comparison, ParityRecord, Tolerance, compare, merge
+from parity.backend import enable_float64
+from parity.compare import Comparison, ParityRecord, Tolerance, compare, merge
 
 C_VALUES = (1e-3, 0.1, 1.0, 2.0, 10.0)
 DIMS = (2, 16, 128, 3706)
@@ -663,7 +661,7 @@ class _OraclePoint:
 
 
 def _rel_errors(got: np.ndarray, ref: np.ndarray, tol: Tolerance) -> np.ndarray:
-    """Elementwise version of `parity.checks.compare`'s measure (to locate the worst entries); inf where non-finite."""
+    """Elementwise version of `parity.compare.compare`'s measure (to locate the worst entries); inf where non-finite."""
     got = got.astype(np.float64)
     ref = ref.astype(np.float64)
     rel = np.abs(got - ref) / np.maximum(np.abs(ref), tol.atol / tol.rtol)
@@ -824,7 +822,7 @@ def check_row(spec: OpSpec, regime: str, dtype: str, *, dims: Sequence[int] = DI
     extra: dict[str, Any] = {
         "function": spec.name, "regime": regime, "worst": worst[1], "tolerance_reason": tol.reason,
         "atol_is": ("min(atol, atol x output magnitude)" if dtype == "float64" else "atol x output magnitude")
-                   + " (parity.checks.ops: 'The absolute floor')",
+                   + " (parity.suites.ops: 'The absolute floor')",
         "oracle": False, "oracle_points": 0, "oracle_rel_err_jax": None, "oracle_rel_err_ref": None,
         "closer": None, "reference_wrong": False,
     }
@@ -870,9 +868,7 @@ def run(*, dtypes: Sequence[str] = ("float64", "float32"), functions: Sequence[s
         regimes: Sequence[str] | None = None, quick: bool = False, seed: int = 0, oracle: str = "auto",
         progress: bool = False) -> list[ParityRecord]:
     """Every requested row; `quick` uses dims {2, 16} and small batches (for tests)."""
-    import jax
-
-    jax.config.update("jax_enable_x64", True)  # the harness compares float64; float32 rows stay float32
+    enable_float64()  # the harness compares float64; float32 rows stay float32
     names = list(functions or SPECS)
     unknown = [n for n in names if n not in SPECS]
     if unknown:
@@ -896,92 +892,3 @@ def run(*, dtypes: Sequence[str] = ("float64", "float32"), functions: Sequence[s
     if bar is not None:
         bar.close()
     return records
-
-
-# ----------------------------------------------------------------------------- output
-
-
-def _fmt(x: Any) -> str:
-    if x is None:
-        return "-"
-    return f"{x:.2e}"
-
-
-def format_table(records: Sequence[ParityRecord]) -> str:
-    header = ("function", "regime", "dtype", "max abs err", "max rel err", "tolerance", "pass",
-              "oracle jax", "oracle geoopt", "note")
-    rows = []
-    for r in records:
-        e = r.extra
-        flag = "REF WRONG" if e.get("reference_wrong") else ""
-        if r.nonfinite_jax or r.nonfinite_ref:
-            flag = (flag + f" nonfinite jax={r.nonfinite_jax} geoopt={r.nonfinite_ref}").strip()
-        rows.append((e["function"], e["regime"], r.dtype, _fmt(r.max_abs_err), _fmt(r.max_rel_err),
-                     f"{r.tolerance:.0e}", "ok" if r.passed else "FAIL", _fmt(e.get("oracle_rel_err_jax")),
-                     _fmt(e.get("oracle_rel_err_ref")), flag))
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    lines = ["  ".join(str(x).ljust(w) for x, w in zip(header, widths)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in rows]
-    return "\n".join(lines)
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {}
-    for package in ("jax", "jaxlib", "torch", "geoopt", "numpy", "mpmath"):
-        try:
-            out[package] = md.version(package)
-        except md.PackageNotFoundError:
-            out[package] = "missing"
-    return out
-
-
-def cli(args) -> int:
-    """`poincare-parity ops`: print the table, write JSON, exit 1 if a row fails (2 on a usage error)."""
-    dtypes = ("float64", "float32") if args.dtype == "both" else (args.dtype,)
-    functions = [f.strip() for f in args.functions.split(",")] if getattr(args, "functions", None) else None
-    regimes = [r.strip() for r in args.regimes.split(",")] if getattr(args, "regimes", None) else None
-    for kind, asked, known in (("function", functions, list(SPECS)), ("regime", regimes, list(REGIMES))):
-        unknown = [a for a in asked or () if a not in known]
-        if unknown:
-            print(f"poincare-parity ops: unknown {kind}(s) {', '.join(unknown)}; choose from: {', '.join(known)}",
-                  file=sys.stderr)
-            return 2
-    path = Path(args.json) if args.json else None
-    if path is not None:
-        try:  # fail before minutes of work, not after
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a"):
-                pass
-        except OSError as error:
-            print(f"poincare-parity ops: cannot write {path}: {error.strerror or error}", file=sys.stderr)
-            return 2
-    quick = getattr(args, "quick", False)
-    seed = getattr(args, "seed", 0)
-    start = time.perf_counter()
-    records = run(dtypes=dtypes, functions=functions, regimes=regimes, quick=quick, seed=seed,
-                  oracle=getattr(args, "oracle", "auto"), progress=True)
-    elapsed = time.perf_counter() - start
-    print(format_table(records))
-    failed = [r for r in records if not r.passed]
-    wrong = [r for r in records if r.extra.get("reference_wrong")]
-    for r in failed:
-        print(f"FAIL {r.extra['function']} / {r.extra['regime']} / {r.dtype}: worst {r.extra['worst']}; {r.note}")
-    print(f"\n{len(records) - len(failed)}/{len(records)} rows pass; geoopt deviates from the exact oracle in "
-          f"{len(wrong)} row(s) (marked REF WRONG); {elapsed:.0f} s")
-    if path is not None:
-        payload = {
-            "suite": "ops",
-            "seed": seed,
-            "c_values": list(C_VALUES),
-            "dims": list(QUICK_DIMS if quick else DIMS),
-            "device": "cpu",
-            "versions": _versions(),
-            "elapsed_s": elapsed,
-            "records": [r.to_dict() for r in records],
-        }
-        path.write_text(json.dumps(payload, indent=2, default=float))
-        print(f"wrote {path}")
-    return 1 if failed else 0

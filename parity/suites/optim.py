@@ -33,17 +33,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import statistics
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from parity.checks import ParityRecord, Tolerance, compare, merge
+from parity.backend import enable_float64
+from parity.compare import ParityRecord, Tolerance, compare, merge
 from parity.config import OptimizerConfig
 
 STEPS = 300
@@ -319,9 +318,7 @@ def run(*, dtypes: Sequence[str] = ("float64", "float32"), cases: Sequence[str] 
         variants: Sequence[bool] = (False, True), c_values: Sequence[float] = C_VALUES, steps: int = STEPS,
         seed: int = SEED, progress: bool = False) -> list[ParityRecord]:
     """Every requested row (cases by name; variants: False = retraction, True = exact expmap)."""
-    import jax
-
-    jax.config.update("jax_enable_x64", True)  # the harness compares float64; float32 rows stay float32
+    enable_float64()  # the harness compares float64; float32 rows stay float32
     by_name = {c.name: c for c in CASES}
     names = list(cases or CASE_NAMES)
     unknown = [n for n in names if n not in by_name]
@@ -416,83 +413,3 @@ def time_optimizer_step(name: str = "adam", *, n_points: int = 10_000, dim: int 
         "jax_ms_min": 1e3 * min(jax_samples), "torch_ms_min": 1e3 * min(torch_samples),
         "torch_threads": torch.get_num_threads(), "jax_backend": jax.default_backend(),
     }
-
-
-# ----------------------------------------------------------------------------- output
-
-
-def _fmt(x: Any) -> str:
-    return "-" if x is None else f"{x:.2e}"
-
-
-def format_table(records: Sequence[ParityRecord]) -> str:
-    header = ("config", "variant", "dtype", "max abs err", "max rel err", "tolerance", "pass",
-              "whole trajectory", "worst step", "max c|x|^2", "oracle jax", "oracle geoopt")
-    rows = []
-    for r in records:
-        e = r.extra
-        rows.append((e["config"], e["variant"], r.dtype, _fmt(r.max_abs_err), _fmt(r.max_rel_err),
-                     f"{r.tolerance:.0e}", "ok" if r.passed else "FAIL", _fmt(e["trajectory_max_rel_err"]),
-                     str(e["worst_step"]), f"{e['max_c_norm2']:.3f}", _fmt(e.get("oracle_rel_err_jax")),
-                     _fmt(e.get("oracle_rel_err_ref"))))
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    lines = ["  ".join(str(x).ljust(w) for x, w in zip(header, widths)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in rows]
-    return "\n".join(lines)
-
-
-def _split(text: str | None) -> list[str] | None:
-    return [t.strip() for t in text.split(",") if t.strip()] if text else None
-
-
-def cli(args) -> int:
-    dtypes = ("float64", "float32") if args.dtype == "both" else (args.dtype,)
-    cases = _split(getattr(args, "configs", None))
-    if cases:
-        unknown = [n for n in cases if n not in CASE_NAMES]
-        if unknown:
-            print(f"poincare-parity optim: unknown configuration(s) {', '.join(unknown)}; "
-                  f"choose from: {', '.join(CASE_NAMES)}", file=sys.stderr)
-            return 2
-    variants = {"both": (False, True), "retraction": (False,), "exact": (True,)}[getattr(args, "variant", "both")]
-    steps = getattr(args, "steps", STEPS)
-    if steps < 1:
-        print("poincare-parity optim: --steps must be at least 1", file=sys.stderr)
-        return 2
-    c_values = C_VALUES
-    if getattr(args, "quick", False):
-        c_values, steps = (1.0,), min(steps, F32_WINDOW)
-    start = time.perf_counter()
-    records = run(dtypes=dtypes, cases=cases, variants=variants, c_values=c_values, steps=steps,
-                  seed=getattr(args, "seed", SEED), progress=not getattr(args, "no_progress", False))
-    elapsed = time.perf_counter() - start
-    print(format_table(records))
-    failed = [r for r in records if not r.passed]
-    print(f"\n{len(records) - len(failed)}/{len(records)} rows pass ({steps} steps, c in "
-          f"{{{', '.join(f'{c:g}' for c in c_values)}}}; float32 judged on the first "
-          f"{min(F32_WINDOW, steps)} steps); {elapsed:.0f} s")
-    timing = None
-    if getattr(args, "timing", False):
-        timing = []
-        for name in ("sgd", "adam"):
-            result = time_optimizer_step(name, dtype="float32")
-            timing.append(result)
-            print(f"step on {result['n_points']} x {result['dim']} ball points, {name}, float32: JAX "
-                  f"{result['jax_ms']:.2f} ms, geoopt {result['torch_ms']:.2f} ms, ratio {result['ratio_jax_over_torch']:.2f}")
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "suite": "optim",
-            "steps": steps,
-            "c_values": list(c_values),
-            "problem": {"n_points": N_POINTS, "dim": DIM, "weight_shape": list(WEIGHT_SHAPE),
-                        "seed": getattr(args, "seed", SEED)},
-            "records": [r.to_dict() for r in records],
-        }
-        if timing is not None:
-            payload["timing"] = timing
-        path.write_text(json.dumps(payload, indent=2, default=float))
-        print(f"wrote {path}")
-    return 1 if failed else 0

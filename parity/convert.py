@@ -13,6 +13,11 @@ and read back from either without renaming or transposing.
     load_torch(module, weights)            write into a torch module (in place, under no_grad)
     extract_torch(module, grads=False)     read one back, or the .grad of every parameter
 
+A user's own modules (`parity.checks.check_module`, importing trained weights):
+
+    parameter_mapping(reference, jax, name_map=None, transpose="kernel")   which torch name goes where
+    load_torch_state_dict(nnx_module, state_dict, name_map=None, transpose="kernel")
+
 Optimizer states, for checkpoints (flat `{key: array}` dicts, so they fit in one .npz):
 
     jax_tree_to_arrays(tree) / jax_tree_from_arrays(template, arrays)
@@ -21,8 +26,11 @@ Optimizer states, for checkpoints (flat `{key: array}` dicts, so they fit in one
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -128,7 +136,8 @@ def _jax_params(model_or_state):
     return nnx.state(model_or_state, nnx.Param)
 
 
-def _jax_name(path) -> str:
+def jax_name(path) -> str:
+    """The dotted name of an NNX state path, e.g. ('encoder', 0, 'weight') -> 'encoder.0.weight'."""
     return ".".join(str(part) for part in path)
 
 
@@ -136,7 +145,7 @@ def extract_jax(model_or_state) -> dict[str, np.ndarray]:
     """{canonical name: numpy array} of an NNX module's parameters, or of any parameter State
     (e.g. a gradient)."""
     state = _jax_params(model_or_state)
-    return {_jax_name(path): np.asarray(variable[...]) for path, variable in state.flat_state()}
+    return {jax_name(path): np.asarray(variable[...]) for path, variable in state.flat_state()}
 
 
 def load_jax(model_or_state, weights: Mapping[str, np.ndarray]) -> None:
@@ -145,7 +154,7 @@ def load_jax(model_or_state, weights: Mapping[str, np.ndarray]) -> None:
     import jax.numpy as jnp
 
     state = _jax_params(model_or_state)
-    flat = dict((_jax_name(path), variable) for path, variable in state.flat_state())
+    flat = dict((jax_name(path), variable) for path, variable in state.flat_state())
     _check_names(weights, flat, "load_jax")
     for name, variable in flat.items():
         value = np.asarray(weights[name])
@@ -295,3 +304,164 @@ def torch_model(config: ModelConfig, weights: Mapping[str, np.ndarray], dtype: s
     model = _model_class(models, config.kind)(config, dtype=getattr(torch, dtype))
     load_torch(model, weights)
     return model.to(device) if device is not None else model
+
+
+# ---------------------------------------------------------------------------------------------
+# a user's own modules: reference (torch) names and layouts to the JAX module's
+
+
+# where a torch parameter's last name part has another name in Flax NNX (flax.nnx.Linear's `kernel`,
+# LayerNorm / BatchNorm `scale`, Embed's `embedding`, BatchNorm's running statistics `mean` / `var`)
+FLAX_NAMES = {"weight": ("weight", "kernel", "scale", "embedding"), "running_mean": ("mean",),
+              "running_var": ("var",)}
+# torch bookkeeping with no counterpart in a JAX module
+IGNORED_REFERENCE = ("num_batches_tracked",)
+
+
+def _kernel_layout(value: np.ndarray) -> np.ndarray:
+    """A torch weight in Flax's kernel layout: Linear (out, in) -> (in, out); Conv (out, in, *k) -> (*k, in, out)."""
+    if value.ndim < 2:
+        return value
+    return np.transpose(value, tuple(range(2, value.ndim)) + (1, 0))
+
+
+def _reference_layout(value: np.ndarray) -> np.ndarray:
+    """Inverse of `_kernel_layout`."""
+    if value.ndim < 2:
+        return value
+    k = value.ndim - 2
+    return np.transpose(value, (k + 1, k) + tuple(range(k)))
+
+
+@dataclasses.dataclass
+class ParameterMapping:
+    """Which JAX parameter each reference parameter (or buffer) goes to, and whether its layout is
+    transposed on the way (`parameter_mapping` builds it)."""
+
+    pairs: dict[str, tuple[str, bool]]  # reference name -> (JAX name, transposed)
+    renames: tuple[tuple[str, str], ...] = ()  # reference prefix -> JAX prefix, longest first
+    rename: Callable[[str], str | None] | None = None
+    missing: tuple[str, ...] = ()  # JAX variables no reference parameter maps to
+    unexpected: tuple[str, ...] = ()  # reference parameters with no JAX counterpart
+
+    def module_path(self, path: str) -> str:
+        """A reference submodule path in JAX naming (the same renames as its parameters)."""
+        return _renamed(path, self.renames, self.rename) if path else path
+
+    def to_jax(self, reference: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Reference arrays as {JAX name: array in the JAX layout}."""
+        return {jax: (_kernel_layout(np.asarray(reference[ref])) if transposed else np.asarray(reference[ref]))
+                for ref, (jax, transposed) in self.pairs.items() if ref in reference}
+
+    def jax_to_reference(self, values: Mapping[str, np.ndarray], only: Mapping[str, Any] | None = None
+                         ) -> dict[str, np.ndarray]:
+        """JAX arrays (e.g. gradients) as {reference name: array in the reference layout}."""
+        out = {}
+        for ref, (jax, transposed) in self.pairs.items():
+            if jax in values and (only is None or ref in only):
+                out[ref] = _reference_layout(np.asarray(values[jax])) if transposed else np.asarray(values[jax])
+        return out
+
+
+def _renamed(name: str, renames: tuple[tuple[str, str], ...], rename: Callable | None) -> str | None:
+    if rename is not None:
+        return rename(name)
+    for old, new in renames:
+        if name == old or name.startswith(old + "."):
+            return new + name[len(old):]
+    return name
+
+
+def parameter_mapping(reference: Mapping[str, np.ndarray], jax: Mapping[str, np.ndarray], *,
+                      name_map: Mapping[str, str] | Callable[[str], str | None] | None = None,
+                      transpose: Any = "kernel") -> ParameterMapping:
+    """Match reference names (torch `state_dict` keys) to JAX names (dotted NNX state paths).
+
+    `name_map`: {reference prefix: JAX prefix} renames (e.g. {"fc1": "dense1", "layers": "blocks"}), or a
+    callable reference name -> JAX name (None: skip it). After renaming, a name matches the JAX name that is
+    the same, or whose last part is Flax's name for it (weight -> kernel / scale / embedding, running_mean
+    -> mean, running_var -> var). `transpose`: "kernel" (a JAX `kernel` holds the reference's weight in
+    Flax's layout: Linear (out, in) -> (in, out), Conv (out, in, *k) -> (*k, in, out)); a set of JAX names
+    to transpose that way; a callable (JAX name, reference shape, JAX shape) -> bool; or None / False.
+    Raises ValueError when a matched pair's shapes disagree (saying whether a transpose would fit)."""
+    renames = tuple(sorted(name_map.items(), key=lambda kv: -len(kv[0]))) if isinstance(name_map, Mapping) else ()
+    rename = name_map if callable(name_map) else None
+    pairs: dict[str, tuple[str, bool]] = {}
+    unexpected = []
+    for ref_name, ref_value in reference.items():
+        if ref_name.rsplit(".", 1)[-1] in IGNORED_REFERENCE:
+            continue
+        target = _renamed(ref_name, renames, rename)
+        if target is None:
+            continue
+        prefix, _, last = target.rpartition(".")
+        candidates = [target] + [f"{prefix}.{alt}" if prefix else alt for alt in FLAX_NAMES.get(last, ())]
+        jax_name = next((c for c in candidates if c in jax), None)
+        if jax_name is None:
+            unexpected.append(ref_name)
+            continue
+        ref_shape, jax_shape = tuple(np.shape(ref_value)), tuple(np.shape(jax[jax_name]))
+        if transpose == "kernel":
+            transposed = jax_name.rsplit(".", 1)[-1] == "kernel" and len(ref_shape) >= 2
+        elif callable(transpose):
+            transposed = bool(transpose(jax_name, ref_shape, jax_shape))
+        elif transpose:
+            transposed = jax_name in transpose
+        else:
+            transposed = False
+        got = tuple(np.shape(_kernel_layout(np.empty(ref_shape)))) if transposed else ref_shape
+        if got != jax_shape:
+            hint = ""
+            if not transposed and len(ref_shape) == 2 and ref_shape[::-1] == jax_shape:
+                hint = f"; it fits transposed: pass transpose={{{jax_name!r}}} (or a callable)"
+            raise ValueError(f"reference {ref_name} {ref_shape}{' transposed' if transposed else ''} does not fit "
+                             f"JAX {jax_name} {jax_shape}{hint}")
+        pairs[ref_name] = (jax_name, transposed)
+    used = {jax_name for jax_name, _ in pairs.values()}
+    missing = tuple(name for name in jax if name not in used)
+    return ParameterMapping(pairs, renames, rename, missing, tuple(unexpected))
+
+
+def _suggest(name: str, choices) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=2, cutoff=0.5)
+    return f" (closest: {', '.join(close)})" if close else ""
+
+
+def load_torch_state_dict(module: Any, state_dict: Mapping[str, Any], *,
+                          name_map: Mapping[str, str] | Callable[[str], str | None] | None = None,
+                          transpose: Any = "kernel", strict: bool = True) -> ParameterMapping:
+    """Copy a PyTorch `state_dict` (tensors or numpy arrays) into a Flax NNX module, in place: trained
+    weights into a port. Names and layouts map as `parameter_mapping` says; each value keeps the JAX
+    variable's dtype. `strict`: every JAX parameter must receive a value and every reference entry must
+    land somewhere (torch's `num_batches_tracked` excepted), else ValueError listing the names with the
+    closest matches. -> the mapping used (`.pairs`: reference name -> (JAX name, transposed))."""
+    from flax import nnx
+
+    reference = {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)) for k, v in state_dict.items()}
+    variables = {jax_name(path): variable for path, variable in nnx.state(module, nnx.Variable).flat_state()}
+    current = {k: np.asarray(v[...]) for k, v in variables.items()}
+    mapping = parameter_mapping(reference, current, name_map=name_map, transpose=transpose)
+    params = {jax_name(path) for path, _ in nnx.state(module, nnx.Param).flat_state()}
+    missing = [m for m in mapping.missing if m in params]
+    if strict and (missing or mapping.unexpected):
+        lines = [f"JAX parameter {m} receives nothing{_suggest(m, reference)}" for m in missing]
+        lines += [f"reference entry {u} has no JAX counterpart{_suggest(u, current)}" for u in mapping.unexpected]
+        raise ValueError("load_torch_state_dict: names do not match (pass name_map= or strict=False):\n  "
+                         + "\n  ".join(lines))
+    load_jax_variables(module, mapping.to_jax(reference))
+    return mapping
+
+
+def load_jax_variables(module: Any, values: Mapping[str, np.ndarray]) -> None:
+    """Write {dotted name: array} into any of an NNX module's variables (parameters, statistics), in
+    place, each keeping its dtype; names not given keep their values."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    variables = {jax_name(path): variable for path, variable in nnx.state(module, nnx.Variable).flat_state()}
+    for name, value in values.items():
+        variable = variables[name]
+        value = np.asarray(value)
+        if value.shape != tuple(variable.shape):
+            raise ValueError(f"{name} has shape {value.shape}, the module wants {tuple(variable.shape)}")
+        variable[...] = jnp.asarray(value, dtype=variable.dtype)

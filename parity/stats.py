@@ -48,6 +48,13 @@ def format_stat(stat: dict[str, Any] | None, scale: float = 1.0, digits: int = 0
     return f"{stat['median'] * scale:.{digits}f} [{lo}, {hi}]"
 
 
+def largest_finite(*arrays: Any) -> float:
+    """The largest finite |value| over `arrays` (0 when there is none)."""
+    values = [np.abs(np.asarray(a, dtype=np.float64)) for a in arrays]
+    values = [v[np.isfinite(v)] for v in values]
+    return max((float(v.max()) for v in values if v.size), default=0.0)
+
+
 def mean_std(values: Sequence[float]) -> dict[str, float]:
     """Mean and sample standard deviation (ddof 1; 0 for a single value) and the count."""
     array = np.asarray(values, np.float64)

@@ -120,7 +120,7 @@ FRAMEWORK_TEST = re.compile(r"""(==|!=)\s*["'](jax|torch)["']|["'](jax|torch)["'
 def test_the_framework_is_chosen_only_in_the_backend_module():
     offenders = []
     for path in sorted((REPO / "parity").rglob("*.py")):
-        if path.name == "backend.py":
+        if "backend" in path.parts:
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if FRAMEWORK_TEST.search(line):

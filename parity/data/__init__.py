@@ -64,7 +64,6 @@ Conventions
 
 from parity.data.batching import batch_order, dense_rows, epoch_masks
 from parity.data.dataset import Dataset, NeuMFTest
-from parity.data.remote import REMOTE, RemoteFile, derive_neumf_train, download
 from parity.data.errors import (
     ChecksumError,
     DataError,
@@ -82,6 +81,7 @@ from parity.data.protocols import (
     split_neumf,
     split_seed,
 )
+from parity.data.remote import REMOTE, RemoteFile, derive_neumf_train, download
 from parity.data.synthetic import synthetic
 
 __all__ = [

@@ -43,7 +43,6 @@ from parity.config import (
 )
 from parity.data import batch_order
 
-
 # what, dtype -> (rtol, floor, why). Elements smaller than floor * max|ref| are compared absolutely
 # (against rtol * floor * max|ref|): an output or gradient entry that is a cancelling sum of many
 # terms is small by accident, and its relative error says nothing about the port.

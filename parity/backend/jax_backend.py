@@ -1,0 +1,286 @@
+"""The JAX backend: `jax_impl` sessions, and the public checks' primitives for JAX functions and
+Flax NNX modules."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parity import convert
+from parity.backend.base import Backend, Captured, ModuleRun, Session
+from parity.config import RunConfig
+
+
+class JaxSession(Session):
+    framework = "jax"
+
+    def __init__(self, run: RunConfig, weights: dict[str, np.ndarray], backend: JaxBackend, device: str = "cpu"):
+        import jax_impl.train as jt
+
+        self.dtype, self.on_gpu = run.train.dtype, device == "gpu"
+        self._masks = jt.StepMasks
+        model = backend.model(run.model, weights, self.dtype)
+        self.trainer = jt.Trainer(model, backend.optimizer(run.model, run.optimizer),
+                                  dense_refeeding=run.train.dense_refeeding)
+
+    def put(self, array: np.ndarray) -> Any:
+        import jax
+
+        return jax.device_put(array)
+
+    def train_epoch(self, matrix, batches, masks, *, stepwise=False):
+        masks = self._masks(*masks)
+        if stepwise:
+            return self.trainer.train_epoch_stepwise(matrix, batches, masks)
+        return self.trainer.train_epoch(matrix, batches, masks)
+
+    def weights(self):
+        return convert.extract_jax(self.trainer.params)
+
+    def load_weights(self, weights):
+        convert.load_jax(self.trainer.params, weights)
+
+    def optimizer_arrays(self):
+        return convert.jax_tree_to_arrays(self.trainer.opt_state)
+
+    def load_optimizer_arrays(self, arrays):
+        template = self.trainer.optimizer.init(self.trainer.params)
+        self.trainer.opt_state = convert.jax_tree_from_arrays(template, arrays)
+
+    def sync(self):
+        import jax
+
+        jax.block_until_ready((self.trainer.params, self.trainer.opt_state))
+
+    def peak_memory_bytes(self):
+        if not self.on_gpu:
+            return None
+        import jax
+
+        stats = jax.devices("gpu")[0].memory_stats() or {}
+        return stats.get("peak_bytes_in_use")  # JAX keeps one peak per process: nothing to reset
+
+    def profile_epoch(self, matrix, batches, masks, folder, name, *, stepwise=False):
+        import jax
+
+        from parity.bench.profile import summarize_jax_trace
+
+        path = Path(folder) / f"{name}-trace"
+        started = time.perf_counter()
+        with jax.profiler.trace(str(path)):
+            self.train_epoch(matrix, batches, masks, stepwise=stepwise)
+            self.sync()
+        return {"trace_dir": str(path), "epoch_s_traced": time.perf_counter() - started,
+                "xla_ops": summarize_jax_trace(path),
+                "view": "the *.trace.json.gz inside in ui.perfetto.dev, or xprof / tensorboard on the folder"}
+
+
+class JaxBackend(Backend):
+    name, label = "jax", "JAX"
+
+    def model(self, config, weights, dtype="float32"):
+        return convert.jax_model(config, weights, dtype)
+
+    def optimizer(self, model, optimizer):
+        import jax_impl.train as jt
+
+        if model.kind == "hae":
+            from jax_impl.models import learned_curvature
+
+            # the ball parameters move on the ball of the curvature the forward pass used
+            return jt.riemannian_optimizer(optimizer, curvature=learned_curvature if model.learn_c else None)
+        return jt.euclidean_optimizer(optimizer)
+
+    def session(self, run, weights, *, device="cpu", compile_mode=None, compiled=False):
+        return JaxSession(run, weights, self, device)
+
+    def select_device(self, device, gpu_matmul="float32"):
+        import jax
+
+        if device == "cpu":
+            jax.config.update("jax_default_device", jax.devices("cpu")[0])
+            return None
+        try:
+            gpus = jax.devices("gpu")
+        except RuntimeError:
+            gpus = []
+        if not gpus:
+            return "JAX sees no GPU (install jax[cuda12] or jax[cuda13], see README)"
+        jax.config.update("jax_default_device", gpus[0])
+        # both sides multiply float32 the same way: JAX's default on recent GPUs is TF32, torch's is float32
+        jax.config.update("jax_default_matmul_precision", "float32" if gpu_matmul == "float32" else "tensorfloat32")
+        return None
+
+    def warm(self, device="cpu"):
+        import jax
+        import jax.numpy as jnp
+
+        jax.block_until_ready(jnp.ones((8, 8)) @ jnp.ones((8, 8)))
+
+    def matmul(self, op, a, b, device="cpu"):
+        import jax
+
+        ja, jb = jax.device_put(a), jax.device_put(b)
+        fn = jax.jit({"x W^T": lambda x, y: x @ y.T, "dY^T x": lambda x, y: x.T @ y, "dY W": lambda x, y: x @ y}[op])
+        return lambda: fn(ja, jb).block_until_ready()
+
+    # --- the public checks' primitives ---------------------------------------------------------------
+
+    def vjp(self, fn, args, *, keywords=(), differentiable=(), cotangents=(), jit=True):
+        import jax.numpy as jnp
+
+        names, keywords, differentiable = tuple(args), tuple(keywords), tuple(differentiable)
+        stacked = _stacked_vjp(fn, names, keywords, differentiable, jit)
+        arrays = {k: jnp.asarray(v) for k, v in args.items()}
+        outputs, grads = stacked(arrays, tuple(jnp.asarray(c) for c in cotangents))
+        return [np.asarray(o) for o in outputs], {k: np.asarray(g) for k, g in grads.items()}
+
+    def run_module(self, module, args, kwargs, *, loss, cotangents, capture=True, train=False):
+        import jax
+        import jax.numpy as jnp
+        from flax import nnx
+
+        module = nnx.merge(*nnx.split(module))  # a copy: switching modes and capturing leave the caller's alone
+        module.train() if train else module.eval()
+        args = [jnp.asarray(a) for a in args]
+        kwargs = {k: (jnp.asarray(v) if isinstance(v, np.ndarray) else v) for k, v in kwargs.items()}
+        captured = _captured_forward(module, args, kwargs) if capture else []
+        graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+        cots = [jnp.asarray(c) for c in cotangents]
+
+        def objective(p):
+            output = nnx.merge(graphdef, p, rest)(*args, **kwargs)
+            leaves = jax.tree.leaves(output)
+            value = loss(output, *args) if loss is not None else sum(jnp.sum(o * c) for o, c in zip(leaves, cots))
+            return value, leaves
+
+        (value, leaves), grads = jax.jit(jax.value_and_grad(objective, has_aux=True))(params)
+        return ModuleRun(outputs=[np.asarray(o) for o in leaves], loss=float(value),
+                         grads=convert.extract_jax(grads), captured=captured)
+
+    def forward(self, module, args, kwargs, *, train=False):
+        import jax
+        import jax.numpy as jnp
+        from flax import nnx
+
+        module = nnx.merge(*nnx.split(module))
+        module.train() if train else module.eval()
+        kwargs = {k: (jnp.asarray(v) if isinstance(v, np.ndarray) else v) for k, v in kwargs.items()}
+        return [np.asarray(o) for o in jax.tree.leaves(module(*(jnp.asarray(a) for a in args), **kwargs))]
+
+    def parameters(self, module, *, trainable=False):
+        from flax import nnx
+
+        state = nnx.state(module, nnx.Param if trainable else nnx.Variable)
+        return {convert.jax_name(path): np.asarray(variable[...]) for path, variable in state.flat_state()}
+
+    def cast_module(self, module, dtype):
+        import jax
+        import jax.numpy as jnp
+        from flax import nnx
+
+        if dtype == "float64" and not jax.config.jax_enable_x64:
+            raise RuntimeError("float64 JAX needs 64-bit mode: call parity.backend.enable_float64() first")
+        graphdef, state = nnx.split(module)
+        cast = jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(jnp.result_type(x), jnp.floating) else x, state)
+        return nnx.merge(graphdef, cast)
+
+    def optimizer_trajectory(self, optimizer, params, loss, steps, *, dtype, constants=None, make_params=None,
+                             apply_updates=None):
+        import jax.numpy as jnp
+        import optax
+
+        constants = dict(constants or {})
+        apply = apply_updates or optax.apply_updates
+        names = tuple(params)
+        run = _trajectory_program(optimizer, loss, apply, names, tuple(sorted(constants)), steps)
+        start = {k: jnp.asarray(v, dtype=dtype) for k, v in params.items()}
+        traced = {k: jnp.asarray(v, dtype=dtype) for k, v in constants.items()}
+        trajectory = run(start, traced)
+        return {k: np.asarray(v) for k, v in trajectory.items()}
+
+
+@functools.lru_cache(maxsize=256)
+def _stacked_vjp(fn: Callable, names: tuple[str, ...], keywords: tuple[str, ...], differentiable: tuple[str, ...],
+                 jit: bool) -> Callable:
+    """(arrays, cotangents) -> (outputs, grads), vmapped over the leading axis; one compiled program per
+    function, argument layout and shapes (cached: every regime and dtype of a check reuses it)."""
+    import jax
+
+    def single(arrays, cots):
+        fixed = {k: v for k, v in arrays.items() if k not in differentiable}
+
+        def call(*diff):
+            values = {**fixed, **dict(zip(differentiable, diff))}
+            positional = [values[k] for k in names if k not in keywords]
+            return fn(*positional, **{k: values[k] for k in keywords})
+
+        out, pullback = jax.vjp(call, *(arrays[k] for k in differentiable))
+        outs = out if isinstance(out, tuple) else (out,)
+        grads = pullback(tuple(cots) if isinstance(out, tuple) else cots[0]) if differentiable else ()
+        return outs, dict(zip(differentiable, grads))
+
+    batched = jax.vmap(single)
+    return jax.jit(batched) if jit else batched
+
+
+def _captured_forward(module, args, kwargs) -> list[Captured]:
+    """Run `module` once, eagerly, recording every NNX submodule's output by its path, in the order the
+    calls finish. Each submodule class's own `__call__` is wrapped for the call and restored after."""
+    import jax
+    from flax import nnx
+
+    paths = {id(node): convert.jax_name(path) for path, node in nnx.iter_graph(module) if isinstance(node, nnx.Module)}
+    seen: list[Captured] = []
+    calls: dict[str, int] = {}
+    patched = {}
+    classes = {type(node) for _, node in nnx.iter_graph(module) if isinstance(node, nnx.Module)}
+    for cls in classes:
+        if "__call__" not in cls.__dict__:  # inherited: the class that defines it is wrapped
+            continue
+        original = cls.__dict__["__call__"]
+
+        def wrapper(self, *a, _original=original, **k):
+            out = _original(self, *a, **k)
+            path = paths.get(id(self))
+            if path is not None:
+                calls[path] = calls.get(path, -1) + 1
+                seen.append(Captured(path, calls[path], [np.asarray(x) for x in jax.tree.leaves(out)]))
+            return out
+
+        patched[cls] = original
+        cls.__call__ = wrapper
+    try:
+        module(*args, **kwargs)
+    finally:
+        for cls, original in patched.items():
+            cls.__call__ = original
+    return seen
+
+
+@functools.lru_cache(maxsize=64)
+def _trajectory_program(optimizer, loss: Callable, apply: Callable, names: tuple[str, ...],
+                        constant_names: tuple[str, ...], steps: int) -> Callable:
+    """A jitted (start params, constants) -> params after every step, as one `lax.scan`."""
+    import jax
+
+    @jax.jit
+    def run(params, constants):
+        tx = optimizer(**constants) if constant_names else optimizer
+
+        def step(carry, _):
+            current, state = carry
+            grads = jax.grad(lambda p: loss(p, **constants))(current)
+            updates, state = tx.update(grads, state, current)
+            current = apply(current, updates)
+            return (current, state), current
+
+        _, trajectory = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
+        return trajectory
+
+    return run

@@ -191,6 +191,14 @@ class Records(list):
     def passed(self) -> bool:
         return not self.failed
 
+    def save(self, path: str, name: str = "custom") -> str:
+        """Write the records as a `custom` parity suite JSON (through the harness's one writer), for
+        `poincare-parity report`; -> the path."""
+        from parity.files import write_json
+
+        return str(write_json(path, {"suite": "custom", "name": name, "records": [r.to_dict() for r in self]},
+                              command="custom"))
+
     def table(self) -> str:
         header = ("check", "dtype", "worst at", "max abs err", "max rel err", "tolerance", "pass")
         rows = [(r.check, r.dtype, r.where + (f" {tuple(r.worst_index)}" if r.worst_index else ""),

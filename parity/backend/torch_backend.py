@@ -218,11 +218,12 @@ class TorchBackend(Backend):
 
         make = make_params or (lambda _name, tensor: torch.nn.Parameter(tensor))
         tensors = {k: make(k, torch.tensor(np.asarray(v), dtype=getattr(torch, dtype))) for k, v in params.items()}
+        fixed = {k: torch.tensor(np.asarray(v), dtype=getattr(torch, dtype)) for k, v in (constants or {}).items()}
         opt = optimizer(list(tensors.values()))
-        out = {k: np.empty((steps, *v.shape), dtype=dtype) for k, v in params.items()}
+        out = {k: np.empty((steps, *np.shape(v)), dtype=dtype) for k, v in params.items()}
         for i in range(steps):
             opt.zero_grad()
-            loss(tensors, **(constants or {})).backward()
+            loss(tensors, **fixed).backward()
             opt.step()
             for k, t in tensors.items():
                 out[k][i] = t.detach().numpy()

@@ -12,6 +12,7 @@ ports part. `inputs` holds the argument generators of `check_function`.
 from parity.checks import inputs
 from parity.checks.function import Case, Float64Oracle, OracleResult, Row, check_function
 from parity.checks.module import LayerRow, ModuleRecords, check_module
+from parity.checks.optimizer import check_optimizer, compare_trajectories, run_trajectories
 
 __all__ = ["inputs", "check_function", "Case", "Row", "OracleResult", "Float64Oracle", "check_module", "ModuleRecords",
-           "LayerRow"]
+           "LayerRow", "check_optimizer", "run_trajectories", "compare_trajectories"]

@@ -268,7 +268,8 @@ class Float64Oracle:
         self.fn, self.framework, self.jit = fn, framework, jit
 
     def __call__(self, row: Row) -> OracleResult:
-        on_jax, on_ref, worst_jax, worst_ref = [], [], (-1.0, ""), (-1.0, "")
+        on: dict[str, list[Comparison]] = {"jax": [], "ref": []}
+        worst = {"jax": (-1.0, ""), "ref": (-1.0, "")}
         for ci, case in enumerate(row.cases):
             wide = dataclasses.replace(
                 case, args={k: v.astype(np.float64) if np.issubdtype(v.dtype, np.floating) else v
@@ -279,12 +280,10 @@ class Float64Oracle:
                 for key in row.jax[ci]:
                     tol = row.tolerance(ci, key, g)
                     label = " ".join(x for x in (key, case.group_label(g), case.label) if x)
-                    for side, sink, which in ((row.jax[ci], on_jax, "jax"), (row.ref[ci], on_ref, "ref")):
-                        cmp = compare(side[key][g], truth[key][g], tol, where=label)
-                        sink.append(cmp)
-                        if which == "jax" and cmp.max_rel_err > worst_jax[0]:
-                            worst_jax = (cmp.max_rel_err, label)
-                        if which == "ref" and cmp.max_rel_err > worst_ref[0]:
-                            worst_ref = (cmp.max_rel_err, label)
+                    for side, results in (("jax", row.jax[ci]), ("ref", row.ref[ci])):
+                        cmp = compare(results[key][g], truth[key][g], tol, where=label)
+                        on[side].append(cmp)
+                        if cmp.max_rel_err > worst[side][0]:
+                            worst[side] = (cmp.max_rel_err, label)
         points = sum(case.groups for case in row.cases)
-        return OracleResult(merge(on_jax), merge(on_ref), points, worst_jax[1], worst_ref[1])
+        return OracleResult(merge(on["jax"]), merge(on["ref"]), points, worst["jax"][1], worst["ref"][1])

@@ -41,7 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from parity.backend import enable_float64
+from parity.backend import PORT, enable_float64
+from parity.checks.optimizer import compare_trajectories, run_trajectories
 from parity.compare import ParityRecord, Tolerance, compare, merge
 from parity.config import OptimizerConfig
 
@@ -159,76 +160,71 @@ def geoopt_curvature(c: float, dtype: str) -> float:
 # ----------------------------------------------------------------------------- the two sides
 
 
+def _jax_loss(params, *, targets, weight_target, a, c):
+    """L = sum_i d_c(x_i, t_i)^2 + 1/2 sum_jk a_jk (W_jk - T_jk)^2 (see the module docstring)."""
+    import jax.numpy as jnp
+
+    from jax_impl import poincare
+
+    return (jnp.sum(poincare.dist(params["points"], targets, c=c) ** 2)
+            + 0.5 * jnp.sum(a * (params["weight"] - weight_target) ** 2))
+
+
+def _torch_loss(params, *, targets, weight_target, a, c):
+    from torch_ref import poincare
+
+    points = params["points"]  # the curvature geoopt's ball holds (c is the same number: geoopt_curvature)
+    return ((poincare.dist(points, targets, c=points.manifold.c) ** 2).sum()
+            + 0.5 * (a * (params["weight"] - weight_target) ** 2).sum())
+
+
 @functools.lru_cache(maxsize=None)
-def _jax_trajectory_fn(case: Case, exact: bool, steps: int):
-    """Jitted (problem arrays, c) -> trajectories; c is traced, so one compilation serves all c."""
-    import jax
-    import jax.numpy as jnp
+def _optax_factory(case: Case, exact: bool):
+    """(c) -> the optax transformation of `case` on the ball of curvature c (c traced: one compilation
+    serves every c)."""
+    from jax_impl import optim
 
-    from jax_impl import optim, poincare
-
-    def loss(params, targets, weight_target, a, c):
-        return (jnp.sum(poincare.dist(params["points"], targets, c=c) ** 2)
-                + 0.5 * jnp.sum(a * (params["weight"] - weight_target) ** 2))
-
-    @jax.jit
-    def run(points, weight, targets, weight_target, a, c):
+    def build(*, targets, weight_target, a, c):
         learning_rate = make_schedule(case.schedule, case.config.learning_rate)
-        tx = optim.from_config(dataclasses.replace(case.config, exact=exact), learning_rate=learning_rate,
-                               manifolds={"points": optim.PoincareBall(c), "weight": None})
-        params = {"points": points, "weight": weight}
+        return optim.from_config(dataclasses.replace(case.config, exact=exact), learning_rate=learning_rate,
+                                 manifolds={"points": optim.PoincareBall(c), "weight": None})
 
-        def step(carry, _):
-            params, state = carry
-            grads = jax.grad(loss)(params, targets, weight_target, a, c)
-            updates, state = tx.update(grads, state, params)
-            params = optim.apply_updates(params, updates)
-            return (params, state), params
-
-        _, trajectory = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
-        return trajectory
-
-    return run
+    return build
 
 
-def run_jax(case: Case, exact: bool, dtype: str, problem: Problem, c_used: float, steps: int = STEPS):
-    import jax.numpy as jnp
+def _torch_side(case: Case, exact: bool, problem: Problem, steps: int):
+    """(make_torch_optimizer, torch_params) of `case`: geoopt's optimizer, the points a BallParam."""
+    from torch_ref import optim
 
-    cast = lambda a: jnp.asarray(a, dtype=dtype)  # noqa: E731
-    trajectory = _jax_trajectory_fn(case, exact, steps)(
-        cast(problem.points), cast(problem.weight), cast(problem.targets), cast(problem.weight_target),
-        cast(problem.curvature_weights), jnp.asarray(c_used, dtype=dtype))
-    return {k: np.asarray(v) for k, v in trajectory.items()}
-
-
-def run_torch(case: Case, exact: bool, dtype: str, problem: Problem, c_used: float, steps: int = STEPS):
-    import torch
-
-    from torch_ref import optim, poincare
-
-    tdtype = getattr(torch, dtype)
-    cast = lambda a: torch.tensor(a, dtype=tdtype)  # noqa: E731
-    points = optim.BallParam(cast(problem.points), c=problem.c, exact=exact)
-    assert float(points.manifold.c) == c_used
-    weight = torch.nn.Parameter(cast(problem.weight))
-    targets, weight_target, a = cast(problem.targets), cast(problem.weight_target), cast(problem.curvature_weights)
     learning_rate = case.config.learning_rate
     if case.schedule is not None:  # the same optax schedule, evaluated once per step in float64
         schedule = make_schedule(case.schedule, case.config.learning_rate)
-        table = [float(schedule(i)) for i in range(steps)]
-        learning_rate = table.__getitem__
-    optimizer = optim.from_config(dataclasses.replace(case.config, exact=exact),
-                                  learning_rate=learning_rate)([points, weight])
-    c = points.manifold.c
-    out = {"points": np.empty((steps, *points.shape)), "weight": np.empty((steps, *weight.shape))}
-    for i in range(steps):
-        optimizer.zero_grad()
-        loss = (poincare.dist(points, targets, c=c) ** 2).sum() + 0.5 * (a * (weight - weight_target) ** 2).sum()
-        loss.backward()
-        optimizer.step()
-        out["points"][i] = points.detach().numpy()
-        out["weight"][i] = weight.detach().numpy()
-    return {k: v.astype(dtype) for k, v in out.items()}
+        learning_rate = [float(schedule(i)) for i in range(steps)].__getitem__
+
+    def make_optimizer(params):
+        return optim.from_config(dataclasses.replace(case.config, exact=exact), learning_rate=learning_rate)(params)
+
+    def make_params(name, tensor):
+        import torch
+
+        return optim.BallParam(tensor, c=problem.c, exact=exact) if name == "points" else torch.nn.Parameter(tensor)
+
+    return make_optimizer, make_params
+
+
+def trajectories(case: Case, exact: bool, dtype: str, problem: Problem, c_used: float, steps: int = STEPS,
+                 framework: tuple[str, ...] | None = None) -> tuple[dict[str, np.ndarray], ...]:
+    """The JAX and geoopt trajectories of one run (`parity.checks.optimizer.run_trajectories`)."""
+    from jax_impl import optim
+
+    make_optimizer, make_params = _torch_side(case, exact, problem, steps)
+    constants = {"targets": problem.targets, "weight_target": problem.weight_target, "a": problem.curvature_weights,
+                 "c": c_used}
+    kwargs = {} if framework is None else {"framework": framework}
+    return run_trajectories(_optax_factory(case, exact), make_optimizer,
+                            {"points": problem.points, "weight": problem.weight}, (_jax_loss, _torch_loss), steps,
+                            dtype=dtype, constants=constants, torch_params=make_params,
+                            apply_updates=optim.apply_updates, **kwargs)
 
 
 # ----------------------------------------------------------------------------- one row
@@ -237,13 +233,6 @@ def run_torch(case: Case, exact: bool, dtype: str, problem: Problem, c_used: flo
 def _tolerance(dtype: str, scale: float) -> Tolerance:
     tol, floor = TOLERANCES[dtype]
     return Tolerance(tol.rtol, tol.rtol * floor * scale, tol.reason)
-
-
-def _step_errors(got: np.ndarray, ref: np.ndarray, tol: Tolerance) -> np.ndarray:
-    """Max relative error (the measure of `compare`) after each step: (n_steps,); NaN where a side is not finite."""
-    abs_err = np.abs(got.astype(np.float64) - ref.astype(np.float64))
-    rel = abs_err / np.maximum(np.abs(ref.astype(np.float64)), tol.atol / tol.rtol)
-    return rel.reshape(len(rel), -1).max(axis=1)
 
 
 def check_row(case: Case, exact: bool, dtype: str, *, c_values: Sequence[float] = C_VALUES, steps: int = STEPS,
@@ -258,26 +247,19 @@ def check_row(case: Case, exact: bool, dtype: str, *, c_values: Sequence[float] 
     for c in c_values:
         problem = make_problem(c, seed)
         c_used = geoopt_curvature(c, dtype)
-        jax_out = run_jax(case, exact, dtype, problem, c_used, steps)
-        ref_out = run_torch(case, exact, dtype, problem, c_used, steps)
+        jax_out, ref_out = trajectories(case, exact, dtype, problem, c_used, steps)
         scales = {"points": 1.0 / np.sqrt(c), "weight": float(np.abs(problem.weight).max())}
-        comps_judged, comps_whole = [], []
-        for key, scale in scales.items():
-            tol = _tolerance(dtype, scale)
-            comps_judged.append(compare(jax_out[key][:window], ref_out[key][:window], tol))
-            comps_whole.append(compare(jax_out[key], ref_out[key], tol))
-            step_errors = _step_errors(jax_out[key], ref_out[key], tol)
-            per_step = np.fmax(per_step, step_errors)
-            row_step = int(np.nanargmax(step_errors))
-            if comps_whole[-1].max_rel_err > worst:
-                worst, worst_step = comps_whole[-1].max_rel_err, row_step
-        judged.append(merge(comps_judged))
-        whole.append(merge(comps_whole))
+        result = compare_trajectories(jax_out, ref_out, lambda key, scales=scales: _tolerance(dtype, scales[key]), window)
+        per_step = np.fmax(per_step, result.per_step)
+        if result.whole.max_rel_err > worst:
+            worst, worst_step = result.whole.max_rel_err, result.worst_step
+        judged.append(result.judged)
+        whole.append(result.whole)
         if dtype == "float32":  # third arm: the float64 run of the float32-rounded problem
             rounded = dataclasses.replace(problem, **{
                 f.name: getattr(problem, f.name).astype(np.float32).astype(np.float64)
                 for f in dataclasses.fields(problem) if f.name != "c"})
-            oracle = run_jax(case, exact, "float64", rounded, c_used, window)
+            (oracle,) = trajectories(case, exact, "float64", rounded, c_used, window, framework=(PORT,))
             for side, sink in ((jax_out, oracle_jax), (ref_out, oracle_ref)):
                 sink.append(merge([compare(side[k][:window], oracle[k], _tolerance(dtype, scale))
                                    for k, scale in scales.items()]))

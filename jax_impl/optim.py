@@ -44,6 +44,9 @@ Adam::
 ``x + u`` and ``m`` unchanged. ``v`` is not transported. ``stabilize=N`` projects the ball points
 every ``N`` steps (after the step; geoopt also projects the momentum onto the tangent space, the
 identity on the ball).
+References: Bécigneul & Ganea, "Riemannian Adaptive Optimization Methods", ICLR 2019
+(https://arxiv.org/abs/1810.00760); geoopt 0.5.1's ``geoopt.optim.RiemannianSGD`` and
+``RiemannianAdam`` (Kochurov, Karimov & Kozlukov, https://arxiv.org/abs/2005.02819).
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.typing import ArrayLike
 
 from jax_impl import poincare
 from parity.config import OptimizerConfig
@@ -84,22 +88,36 @@ ScalarOrSchedule = float | Callable[[jax.Array], jax.Array]
 
 @dataclasses.dataclass(frozen=True)
 class PoincareBall:
-    """Label of a parameter whose last axis is a point on the Poincaré ball of curvature ``-c``.
+    r"""Label of a parameter whose last axis is a point on the Poincaré ball :math:`\{x : c\|x\|^2 < 1\}`.
 
-    ``c`` is a float or an array (a learnable curvature); it is a pytree child, so labels can be
-    passed through ``jax.jit``.
+    The ball has curvature ``-c`` (geoopt's ``PoincareBall(c)``); a parameter of shape (..., d) holds
+    one point per leading index. Used in the ``manifolds`` label pytree of ``riemannian_sgd`` and
+    ``riemannian_adam`` (``None`` labels a Euclidean leaf).
+
+    Attributes:
+      c: curvature parameter, ``c > 0``: a float, or an array for a learnable curvature (a pytree
+        child, so labels pass through ``jax.jit``).
     """
 
-    c: Any = 1.0
+    c: ArrayLike = 1.0
 
 
 jax.tree_util.register_dataclass(PoincareBall, data_fields=["c"], meta_fields=[])
 
 
 class BallParam(nnx.Param):
-    """An ``nnx.Param`` whose last axis is a point on the Poincaré ball: ``BallParam(value, c=1.0)``."""
+    """An ``nnx.Param`` whose last axis is a point on the Poincaré ball of curvature ``-c``.
 
-    def __init__(self, value, *, c: Any = 1.0, **metadata):
+    ``RiemannianOptimizer`` (or ``manifolds_of``) reads ``PoincareBall(c)`` labels from these
+    variables; the optimizers move them by the retraction and transport their momentum.
+
+    Args:
+      value: the points, shape (..., d), strictly inside the ball (``c |x|^2 < 1``; checked at ``init``).
+      c: curvature parameter, ``c > 0`` (float or array), stored as the variable's metadata.
+      **metadata: further ``nnx.Variable`` metadata.
+    """
+
+    def __init__(self, value: ArrayLike, *, c: ArrayLike = 1.0, **metadata):
         super().__init__(value, c=c, **metadata)
 
 
@@ -317,17 +335,55 @@ def _init_labels(params, manifolds) -> tuple[Label, ...]:
 def riemannian_sgd(learning_rate: ScalarOrSchedule, momentum: float = 0.0, dampening: float = 0.0,
                    weight_decay: float = 0.0, nesterov: bool = False, stabilize: int | None = None, *,
                    exact: bool = False, manifolds: Any = None) -> optax.GradientTransformationExtraArgs:
-    """geoopt's ``RiemannianSGD`` (see the module docstring for the rule).
+    r"""Riemannian SGD with momentum, step for step geoopt's ``RiemannianSGD``, as an optax transformation.
+
+    Per leaf, with :math:`x_t` the parameter, :math:`g_t` its Euclidean gradient, :math:`\eta_t`
+    the learning rate and :math:`\mu` the momentum:
+
+    .. math::
+        r_t &= \operatorname{egrad2rgrad}(x_t, g_t + \mathrm{wd}\, x_t)
+              \quad (g / \lambda_x^2 \text{ on the ball, } g \text{ in Euclidean space}) \\
+        m_t &= \mu\, m_{t-1} + (1 - \mathrm{dampening})\, r_t, \qquad m_0 = g_1 \\
+        d_t &= r_t + \mu\, m_t \ \text{(Nesterov)} \quad \text{or} \quad d_t = m_t \\
+        (x_{t+1}, m_t) &\leftarrow \operatorname{retr\_transp}(x_t, -\eta_t d_t, m_t)
+
+    Without momentum :math:`x_{t+1} = \operatorname{retr}(x_t, -\eta_t r_t)`. On the ball
+    ``retr_transp`` is ``y = project(x + u)`` with ``m`` parallel-transported to ``y``
+    (``expmap_transp`` when ``exact``); in Euclidean space it is ``x + u`` with ``m`` unchanged.
+    geoopt starts the buffer at the raw first gradient (:math:`m_0 = g_1`, before weight decay), so
+    the first momentum step is :math:`\mu g_1 + (1 - \mathrm{dampening}) r_1`, where
+    ``torch.optim.SGD`` takes :math:`r_1`; the rest is ``torch.optim.SGD`` with coupled weight decay.
 
     Args:
-      learning_rate: a float or an optax schedule (called with the number of steps taken).
-      momentum, dampening, weight_decay, nesterov: as ``torch.optim.SGD``; weight decay is coupled
-        (added to the Euclidean gradient before it is made Riemannian).
-      stabilize: project the ball points every this many steps (None: never).
-      exact: move along the exponential map instead of the retraction (geoopt's PoincareBallExact).
-      manifolds: labels (pytree or ``params -> pytree``); None reads ``BallParam`` variables.
+      learning_rate: :math:`\eta`, a float >= 0 or an optax schedule, called with the number of
+        steps taken (an int64 under x64, so schedules compute in float64 there).
+      momentum: :math:`\mu \ge 0`; 0 keeps no buffer.
+      dampening: the buffer takes ``(1 - dampening) r``.
+      weight_decay: ``wd >= 0``, coupled: added to the Euclidean gradient before egrad2rgrad.
+      nesterov: Nesterov momentum; needs ``momentum > 0`` and ``dampening == 0``.
+      stabilize: project the ball points every this many steps, after the step (None: never).
+      exact: move along the exponential map instead of the retraction (geoopt's ``PoincareBallExact``).
+      manifolds: one label per leaf, ``None`` (Euclidean) or ``PoincareBall(c)``: a pytree with the
+        params' structure or a prefix of it, or a callable ``params -> labels``; None reads
+        ``BallParam`` variables (NNX).
 
-    ``update(grads, state, params, manifolds=None)`` returns the updates for ``apply_updates``.
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``. ``init(params)`` returns a
+      ``RiemannianSGDState`` and checks that ball leaves are inside the ball;
+      ``update(grads, state, params, *, manifolds=None)`` needs ``params`` and returns ``(updates,
+      state)``, where a ball leaf's update is ``BallUpdate(new_point)`` and a Euclidean leaf's the
+      additive step: apply them with ``apply_updates`` (``optax.apply_updates`` refuses them).
+      ``manifolds`` given to ``update`` replaces the labels of ``init`` (a learnable curvature).
+
+    Raises:
+      ValueError: for the options geoopt / ``torch.optim.SGD`` reject (negative learning rate,
+        momentum or weight decay; Nesterov without momentum or with dampening; ``stabilize < 1``).
+
+    References:
+      Bécigneul & Ganea, `Riemannian Adaptive Optimization Methods <https://arxiv.org/abs/1810.00760>`_,
+      ICLR 2019: Riemannian SGD with a retraction and transported momentum.
+      Kochurov, Karimov & Kozlukov, `Geoopt: Riemannian Optimization in PyTorch
+      <https://arxiv.org/abs/2005.02819>`_, 2020 (geoopt 0.5.1's ``RiemannianSGD``, followed step for step).
     """
     if not callable(learning_rate) and learning_rate < 0.0:
         raise ValueError(f"Invalid learning rate: {learning_rate}")
@@ -381,11 +437,55 @@ def riemannian_sgd(learning_rate: ScalarOrSchedule, momentum: float = 0.0, dampe
 def riemannian_adam(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
                     weight_decay: float = 0.0, amsgrad: bool = False, stabilize: int | None = None, *,
                     exact: bool = False, manifolds: Any = None) -> optax.GradientTransformationExtraArgs:
-    """geoopt's ``RiemannianAdam`` (see the module docstring for the rule).
+    r"""Riemannian Adam / AMSGrad, step for step geoopt's ``RiemannianAdam``, as an optax transformation.
 
-    Args are torch.optim.Adam's (``b1, b2`` = ``betas``; coupled weight decay; AMSGrad keeps the
-    max of the raw second moment, before bias correction), plus ``stabilize``, ``exact`` and
-    ``manifolds`` as in ``riemannian_sgd``.
+    Per leaf, with :math:`x_t` the parameter, :math:`g_t` its Euclidean gradient and :math:`\eta_t`
+    the learning rate, from :math:`m_0 = v_0 = \hat v_0 = 0`:
+
+    .. math::
+        r_t &= \operatorname{egrad2rgrad}(x_t, g_t + \mathrm{wd}\, x_t) \\
+        m_t &= \beta_1 m_{t-1} + (1 - \beta_1)\, r_t \\
+        v_t &= \beta_2 v_{t-1} + (1 - \beta_2)\, \langle r_t, r_t\rangle_{x_t} \\
+        \hat v_t &= \max(\hat v_{t-1}, v_t) \ \text{(AMSGrad)} \quad \text{or} \quad \hat v_t = v_t \\
+        u_t &= -\eta_t \, \frac{m_t / (1 - \beta_1^t)}{\sqrt{\hat v_t / (1 - \beta_2^t)} + \epsilon} \\
+        (x_{t+1}, m_t) &\leftarrow \operatorname{retr\_transp}(x_t, u_t, m_t)
+
+    On the ball :math:`\langle r, r\rangle_x = \lambda_x^2 \|r\|^2` is one number per point (the
+    adaptivity across the factors of a product of manifolds of Bécigneul & Ganea), so ``v`` has shape
+    (..., 1) and is not transported; ``retr_transp`` is ``y = project(x + u)`` with ``m``
+    parallel-transported to ``y`` (``expmap_transp`` when ``exact``). In Euclidean space
+    :math:`\langle r, r\rangle_x = r^2` elementwise and the step is ``x + u``: ``torch.optim.Adam``
+    with coupled weight decay (AMSGrad keeps the max of the raw second moment, before bias
+    correction). The bias corrections are computed as ``-expm1(t log beta)`` in the widest float.
+
+    Args:
+      learning_rate: :math:`\eta`, a float >= 0 or an optax schedule, called with the number of
+        steps taken (an int64 under x64).
+      b1: :math:`\beta_1 \in [0, 1)` (``betas[0]``).
+      b2: :math:`\beta_2 \in [0, 1)` (``betas[1]``).
+      eps: :math:`\epsilon \ge 0`, added to the bias-corrected root of the second moment.
+      weight_decay: ``wd >= 0``, coupled: added to the Euclidean gradient before egrad2rgrad.
+      amsgrad: keep the running maximum of the second moment (:math:`\hat v`).
+      stabilize: project the ball points every this many steps, after the step (None: never).
+      exact: move along the exponential map instead of the retraction (geoopt's ``PoincareBallExact``).
+      manifolds: labels, as in ``riemannian_sgd``.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` with ``init(params) -> RiemannianAdamState`` and
+      ``update(grads, state, params, *, manifolds=None) -> (updates, state)``, applied with
+      ``apply_updates`` (see ``riemannian_sgd``).
+
+    Raises:
+      ValueError: for the options geoopt / ``torch.optim.Adam`` reject (negative learning rate, eps
+        or weight decay; betas outside [0, 1); ``stabilize < 1``).
+
+    References:
+      Bécigneul & Ganea, `Riemannian Adaptive Optimization Methods <https://arxiv.org/abs/1810.00760>`_,
+      ICLR 2019: Riemannian Adam and AMSGrad.
+      Kochurov, Karimov & Kozlukov, `Geoopt: Riemannian Optimization in PyTorch
+      <https://arxiv.org/abs/2005.02819>`_, 2020 (geoopt 0.5.1's ``RiemannianAdam``, followed step for step).
+      Kingma & Ba, `Adam: A Method for Stochastic Optimization <https://arxiv.org/abs/1412.6980>`_,
+      ICLR 2015.
     """
     if not callable(learning_rate) and learning_rate < 0.0:
         raise ValueError(f"Invalid learning rate: {learning_rate}")
@@ -458,8 +558,19 @@ def riemannian_adam(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float 
 
 def from_config(config: OptimizerConfig, *, learning_rate: ScalarOrSchedule | None = None,
                 manifolds: Any = None) -> optax.GradientTransformationExtraArgs:
-    """``riemannian_sgd`` or ``riemannian_adam`` from an ``OptimizerConfig`` (``learning_rate`` may
-    override the config's with a schedule)."""
+    """``riemannian_sgd`` or ``riemannian_adam`` with the options of an ``OptimizerConfig``.
+
+    Args:
+      config: ``name`` ("sgd" or "adam") and the options of the two functions above.
+      learning_rate: replaces ``config.learning_rate`` when given (e.g. an optax schedule).
+      manifolds: labels, as in ``riemannian_sgd`` (None reads ``BallParam`` variables).
+
+    Returns:
+      The ``optax.GradientTransformationExtraArgs`` of ``riemannian_sgd`` or ``riemannian_adam``.
+
+    Raises:
+      ValueError: for an unknown ``config.name`` or invalid options.
+    """
     lr = config.learning_rate if learning_rate is None else learning_rate
     if config.name == "sgd":
         return riemannian_sgd(lr, momentum=config.momentum, dampening=config.dampening,
@@ -475,10 +586,19 @@ def from_config(config: OptimizerConfig, *, learning_rate: ScalarOrSchedule | No
 # ----------------------------------------------------------------------------- applying the updates
 
 
-def apply_updates(params: Any, updates: Any) -> Any:
-    """``params`` moved by ``updates``: a ``BallUpdate`` replaces its leaf, anything else is added.
+def apply_updates(params: optax.Params, updates: optax.Updates) -> optax.Params:
+    """``params`` moved by the ``updates`` of ``riemannian_sgd`` / ``riemannian_adam``.
 
-    Like ``optax.apply_updates``, the result keeps each parameter's dtype; None leaves stay None.
+    A ball leaf's update is ``BallUpdate(y)``: the new point ``y`` (already retracted, or moved by
+    the exponential map) replaces the parameter. Any other update is added, as in
+    ``optax.apply_updates``, which this generalises (it refuses a ``BallUpdate`` rather than add it).
+
+    Args:
+      params: the parameters (plain pytree of arrays; None leaves allowed).
+      updates: the updates, same structure.
+
+    Returns:
+      The new parameters, each in its parameter's dtype; None leaves stay None.
     """
 
     def apply(p, u):
@@ -492,10 +612,20 @@ def apply_updates(params: Any, updates: Any) -> Any:
 
 
 class RiemannianOptimizer(nnx.Optimizer):
-    """``nnx.Optimizer`` for a Riemannian transformation: labels from ``BallParam``, the apply above.
+    """``nnx.Optimizer`` for ``riemannian_sgd`` / ``riemannian_adam``: ball parameters are the model's ``BallParam``s.
+
+    ``init`` reads the labels from the variable types (a ``BallParam`` is on the ball of its ``c``,
+    every other ``wrt`` variable Euclidean), and ``update`` applies the updates with
+    ``apply_updates``, so a ball parameter is replaced by its new point::
 
         optimizer = RiemannianOptimizer(model, riemannian_adam(1e-3), wrt=nnx.Param)
         optimizer.update(model, grads)
+
+    Args:
+      model: the NNX module whose ``wrt`` variables are optimized.
+      tx: a transformation of this module (built with ``manifolds=None``).
+      wrt: the variable filter, as in ``nnx.Optimizer``.
+      graph: as in ``nnx.Optimizer``.
     """
 
     def __init__(self, model, tx: optax.GradientTransformation, *, wrt: Any = nnx.Param, graph: bool | None = None):

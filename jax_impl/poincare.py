@@ -44,6 +44,13 @@ parity suite shows each deviation against an exact oracle):
 - geoopt switches to a Taylor branch for ``|k| <= 1e-8``; here the exact formula is used for every
   ``c > 0``.
 
+References: Ganea, Bécigneul & Hofmann, "Hyperbolic Neural Networks", NeurIPS 2018
+(https://arxiv.org/abs/1805.09112) for the Möbius operations, Möbius matrix-vector product,
+exponential and logarithmic maps, distance and parallel transport; Ungar, "A Gyrovector Space Approach
+to Hyperbolic Geometry", Morgan & Claypool 2008, for gyrations; Bécigneul & Ganea, "Riemannian
+Adaptive Optimization Methods", ICLR 2019 (https://arxiv.org/abs/1810.00760) for the retraction and
+transport the optimizers use.
+
 JAX-vs-PyTorch gradient traps handled next to the line that needs them: ``sqrt`` at 0 (``jnp.linalg.norm``
 has a NaN gradient at the zero vector, torch's has 0), and ``jnp.where`` (a NaN or Inf in the branch
 not taken still poisons the gradient, so inputs are guarded, not outputs).
@@ -51,11 +58,9 @@ not taken still poisons the gradient, so inputs are guarded, not outputs).
 
 from __future__ import annotations
 
-from typing import Any
-
+import jax
 import jax.numpy as jnp
-
-Array = Any  # a jax.Array or anything jnp.asarray accepts
+from jax.typing import ArrayLike, DTypeLike
 
 __all__ = [
     "BALL_EPS",
@@ -98,7 +103,7 @@ CURVATURE_EPS = 1e-15
 # ----------------------------------------------------------------------------- helpers
 
 
-def _float_dtype(*arrays: Array) -> jnp.dtype:
+def _float_dtype(*arrays: ArrayLike) -> jnp.dtype:
     """Common floating dtype of the array arguments (integers promote to the default float)."""
     dtype = jnp.result_type(*arrays)
     if not jnp.issubdtype(dtype, jnp.floating):
@@ -106,12 +111,22 @@ def _float_dtype(*arrays: Array) -> jnp.dtype:
     return jnp.dtype(dtype)
 
 
-def _as(dtype: jnp.dtype, *arrays: Array) -> list[jnp.ndarray]:
+def _as(dtype: jnp.dtype, *arrays: ArrayLike) -> list[jnp.ndarray]:
     return [jnp.asarray(a, dtype=dtype) for a in arrays]
 
 
-def ball_eps(dtype: Any) -> float:
-    """Projection margin for ``dtype``: 4e-3 for float32, 1e-5 otherwise (geoopt's rule)."""
+def ball_eps(dtype: DTypeLike) -> float:
+    r"""Projection margin :math:`\epsilon` of ``project`` for points of ``dtype`` (geoopt's ``_project`` rule).
+
+    At the radius :math:`(1 - \epsilon)/\sqrt{c}`, :math:`1 - c\|x\|^2` is 8.0e-3 (float32) or 2.0e-5
+    (float64), so the conformal factor ``lambda_x`` stays below 251 or 1.0e5.
+
+    Args:
+      dtype: the points' dtype (anything ``jnp.dtype`` accepts).
+
+    Returns:
+      4e-3 for float32, 1e-5 for float64 and any other dtype.
+    """
     return BALL_EPS.get(jnp.dtype(dtype), 1e-5)
 
 
@@ -353,59 +368,210 @@ def _project(x: jnp.ndarray, c: jnp.ndarray) -> jnp.ndarray:
 
 
 # ----------------------------------------------------------------------------- the contract
+#
+# Shapes, for every function below: a point or tangent vector is the last axis of an array and the
+# leading (batch) axes broadcast against each other; ``c`` broadcasts against (..., 1). Scalar
+# results keep a trailing axis of size 1.
 
 
-def project(x: Array, *, c: Array) -> jnp.ndarray:
-    r"""Projection into the ball: ``x`` rescaled to norm :math:`(1 - \epsilon)/\sqrt{c}` if it is longer."""
+def project(x: ArrayLike, *, c: ArrayLike) -> jax.Array:
+    r"""Projection into the ball: points beyond radius :math:`(1 - \epsilon)/\sqrt{c}` are pulled back onto it.
+
+    .. math::
+        \operatorname{project}(x) = \begin{cases}
+            x \, r_\epsilon / \|x\| & \text{if } \|x\| > r_\epsilon \\ x & \text{otherwise}
+        \end{cases}, \qquad r_\epsilon = \frac{1 - \epsilon}{\sqrt{c}},
+
+    :math:`\epsilon` = ``ball_eps(dtype)`` (4e-3 in float32, 1e-5 otherwise), geoopt's ``_project``.
+
+    Args:
+      x: points, shape (..., d); need not be inside the ball.
+      c: curvature parameter (the ball's curvature is ``-c``), ``c > 0``: a float or an array.
+
+    Returns:
+      Shape of ``x``; every row has norm at most :math:`r_\epsilon`. Norms are clamped at 1e-15 and
+      ``c`` enters as ``sqrt(c + 1e-15)``, as in geoopt.
+    """
     dtype = _float_dtype(x)
     x, c = _as(dtype, x, c)
     return _project(x, c)
 
 
-def lambda_x(x: Array, *, c: Array) -> jnp.ndarray:
-    r"""Conformal factor :math:`\lambda_x = 2 / (1 - c\|x\|^2)`, shape (..., 1)."""
+def lambda_x(x: ArrayLike, *, c: ArrayLike) -> jax.Array:
+    r"""Conformal factor of the metric at ``x``: :math:`\lambda_x = 2 / (1 - c\|x\|^2)`.
+
+    The Riemannian metric of the ball is :math:`\lambda_x^2` times the Euclidean one.
+
+    Args:
+      x: points in the ball, shape (..., d).
+      c: curvature parameter, ``c > 0`` (float or array).
+
+    Returns:
+      Shape (..., 1). The denominator is clamped at 1e-15 (geoopt), so the factor stays finite (at
+      most 2e15) on and beyond the boundary.
+
+    References:
+      Ganea, Bécigneul & Hofmann, `Hyperbolic Neural Networks <https://arxiv.org/abs/1805.09112>`_,
+      NeurIPS 2018: the conformal factor of the Poincaré ball.
+    """
     dtype = _float_dtype(x)
     x, c = _as(dtype, x, c)
     return _lambda_x(x, c)
 
 
-def mobius_add(x: Array, y: Array, *, c: Array) -> jnp.ndarray:
-    r"""Möbius addition :math:`x \oplus_c y`, projected (see ``_mobius_add``)."""
+def mobius_add(x: ArrayLike, y: ArrayLike, *, c: ArrayLike) -> jax.Array:
+    r"""Möbius addition :math:`x \oplus_c y`, projected into the ball.
+
+    .. math::
+        x \oplus_c y = \frac{(1 + 2c\langle x, y\rangle + c\|y\|^2)\,x + (1 - c\|x\|^2)\,y}
+                            {1 + 2c\langle x, y\rangle + c^2\|x\|^2\|y\|^2}
+
+    Neither commutative nor associative; ``0`` is its identity and :math:`(-x) \oplus_c (x \oplus_c
+    y) = y` (left cancellation).
+
+    Args:
+      x: points in the ball, shape (..., d).
+      y: points in the ball, shape (..., d) (leading axes broadcast against ``x``'s).
+      c: curvature parameter, ``c > 0`` (float or array).
+
+    Returns:
+      The broadcast shape of ``x`` and ``y``, passed through ``project``. The denominator is clamped
+      at 1e-15; the sum is computed around ``s = x + y`` (see ``_mobius_add``): exact at ``x = 0``,
+      ``y = 0`` and ``y = -x``, and accurate for nearby points where geoopt's form cancels.
+
+    References:
+      Ganea, Bécigneul & Hofmann, `Hyperbolic Neural Networks <https://arxiv.org/abs/1805.09112>`_,
+      NeurIPS 2018: Möbius addition.
+      Ungar, A Gyrovector Space Approach to Hyperbolic Geometry, Morgan & Claypool, 2008.
+    """
     dtype = _float_dtype(x, y)
     x, y, c = _as(dtype, x, y, c)
     return _project(_mobius_add(x, y, c), c)
 
 
-def mobius_scalar_mul(r: Array, x: Array, *, c: Array) -> jnp.ndarray:
-    r"""Möbius scalar multiplication :math:`r \otimes_c x`, projected; ``r`` broadcasts against (..., 1)."""
+def mobius_scalar_mul(r: ArrayLike, x: ArrayLike, *, c: ArrayLike) -> jax.Array:
+    r"""Möbius scalar multiplication :math:`r \otimes_c x`, projected into the ball.
+
+    .. math::
+        r \otimes_c x = \frac{1}{\sqrt{c}} \tanh\!\big(r \operatorname{artanh}(\sqrt{c}\,\|x\|)\big)
+                        \frac{x}{\|x\|}
+
+    Args:
+      r: scalars, broadcasting against (..., 1) (e.g. shape (..., 1), or a float).
+      x: points in the ball, shape (..., d).
+      c: curvature parameter, ``c > 0`` (float or array).
+
+    Returns:
+      Shape of ``x`` (broadcast), passed through ``project``. Guards (geoopt's): ``|x|`` clamped at
+      1e-15 (so ``r ⊗ 0 = 0``), ``artanh`` argument clipped to ``±(1 - 1e-7)``, ``tanh`` argument to
+      ``±15``.
+
+    References:
+      Ganea, Bécigneul & Hofmann, `Hyperbolic Neural Networks <https://arxiv.org/abs/1805.09112>`_,
+      NeurIPS 2018: Möbius scalar multiplication.
+      Ungar, A Gyrovector Space Approach to Hyperbolic Geometry, Morgan & Claypool, 2008.
+    """
     dtype = _float_dtype(x)
     r, x, c = _as(dtype, r, x, c)
     return _project(_mobius_scalar_mul(r, x, c), c)
 
 
-def mobius_matvec(m: Array, x: Array, *, c: Array) -> jnp.ndarray:
-    r"""Möbius matrix-vector product :math:`M \otimes_c x`, projected; ``m`` (out, in), ``x`` (..., in)."""
+def mobius_matvec(m: ArrayLike, x: ArrayLike, *, c: ArrayLike) -> jax.Array:
+    r"""Möbius matrix-vector product :math:`M \otimes_c x`, projected into the ball.
+
+    .. math::
+        M \otimes_c x = \frac{1}{\sqrt{c}} \tanh\!\Big(\frac{\|Mx\|}{\|x\|}
+                        \operatorname{artanh}(\sqrt{c}\,\|x\|)\Big) \frac{Mx}{\|Mx\|}
+                      = \exp_0(M \log_0(x))
+
+    Args:
+      m: matrix of shape (out, in) (no batch axes).
+      x: points in the ball of dimension ``in``, shape (..., in).
+      c: curvature parameter, ``c > 0`` (float or array).
+
+    Returns:
+      Shape (..., out), passed through ``project``. ``|x|`` and ``|Mx|`` are clamped at 1e-15, which
+      makes the result exactly 0 where ``Mx = 0`` with the true gradient there; geoopt's extra
+      ``where(Mx == 0, 0, ...)`` (which zeroes that gradient) is not reproduced. ``artanh`` and
+      ``tanh`` arguments are clipped as in ``mobius_scalar_mul``.
+
+    References:
+      Ganea, Bécigneul & Hofmann, `Hyperbolic Neural Networks <https://arxiv.org/abs/1805.09112>`_,
+      NeurIPS 2018: Möbius matrix-vector multiplication.
+    """
     dtype = _float_dtype(m, x)
     m, x, c = _as(dtype, m, x, c)
     return _project(_mobius_matvec(m, x, c), c)
 
 
-def expmap(x: Array, u: Array, *, c: Array) -> jnp.ndarray:
-    r"""Exponential map :math:`\exp_x(u) = x \oplus_c \tan_c(\lambda_x\|u\|/2)\,u/\|u\|`, projected."""
+def expmap(x: ArrayLike, u: ArrayLike, *, c: ArrayLike) -> jax.Array:
+    r"""Exponential map at ``x``: the point reached from ``x`` along the geodesic with initial velocity ``u``.
+
+    .. math::
+        \exp_x(u) = x \oplus_c \Big(\frac{1}{\sqrt{c}} \tanh\!\Big(\sqrt{c}\,\frac{\lambda_x \|u\|}{2}\Big)
+                    \frac{u}{\|u\|}\Big)
+
+    Args:
+      x: points in the ball, shape (..., d).
+      u: tangent vectors at ``x``, shape (..., d) (leading axes broadcast).
+      c: curvature parameter, ``c > 0`` (float or array).
+
+    Returns:
+      The broadcast shape, passed through ``project`` (the inner Möbius addition is not projected, as
+      in geoopt). ``|u|`` clamped at 1e-15 (``expmap(x, 0) = x``), ``tanh`` argument clipped to ``±15``,
+      ``lambda_x`` as in ``lambda_x``.
+
+    References:
+      Ganea, Bécigneul & Hofmann, `Hyperbolic Neural Networks <https://arxiv.org/abs/1805.09112>`_,
+      NeurIPS 2018: closed-form exponential map of the Poincaré ball.
+    """
     dtype = _float_dtype(x, u)
     x, u, c = _as(dtype, x, u, c)
     return _project(_expmap(x, u, c), c)
 
 
-def expmap0(u: Array, *, c: Array) -> jnp.ndarray:
-    r"""Exponential map at the origin :math:`\exp_0(u) = \tan_c(\|u\|)\,u/\|u\|`, projected."""
+def expmap0(u: ArrayLike, *, c: ArrayLike) -> jax.Array:
+    r"""Exponential map at the origin: :math:`\exp_0(u) = \tanh(\sqrt{c}\,\|u\|)\, u / (\sqrt{c}\,\|u\|)`.
+
+    Args:
+      u: tangent vectors at 0, shape (..., d).
+      c: curvature parameter, ``c > 0`` (float or array).
+
+    Returns:
+      Shape of ``u``, passed through ``project``. ``|u|`` clamped at 1e-15, ``tanh`` argument clipped
+      to ``±15``.
+
+    References:
+      Ganea, Bécigneul & Hofmann, `Hyperbolic Neural Networks <https://arxiv.org/abs/1805.09112>`_,
+      NeurIPS 2018: exponential map at 0.
+    """
     dtype = _float_dtype(u)
     u, c = _as(dtype, u, c)
     return _project(_expmap0(u, c), c)
 
 
-def logmap(x: Array, y: Array, *, c: Array) -> jnp.ndarray:
-    r"""Logarithmic map :math:`\log_x(y) = \frac{2}{\lambda_x} \tan_c^{-1}(\|w\|)\, w/\|w\|`, :math:`w = (-x) \oplus_c y`."""
+def logmap(x: ArrayLike, y: ArrayLike, *, c: ArrayLike) -> jax.Array:
+    r"""Logarithmic map at ``x`` (inverse of ``expmap``): the tangent vector at ``x`` pointing to ``y``.
+
+    .. math::
+        \log_x(y) = \frac{2}{\sqrt{c}\,\lambda_x} \operatorname{artanh}(\sqrt{c}\,\|w\|) \frac{w}{\|w\|},
+        \qquad w = (-x) \oplus_c y
+
+    Args:
+      x: points in the ball, shape (..., d).
+      y: points in the ball, shape (..., d) (leading axes broadcast).
+      c: curvature parameter, ``c > 0`` (float or array).
+
+    Returns:
+      The broadcast shape; not projected (a tangent vector). ``w`` is not projected (geoopt), ``|w|``
+      is clamped at 1e-15 (``logmap(x, x) = 0``), the ``artanh`` argument clipped to ``1 - 1e-7``;
+      near 1 the ``artanh`` takes :math:`1 - c\|w\|^2` from the identity :math:`(1 - c\|x\|^2)(1 -
+      c\|y\|^2)/D` rather than from ``|w|`` (see the module docstring).
+
+    References:
+      Ganea, Bécigneul & Hofmann, `Hyperbolic Neural Networks <https://arxiv.org/abs/1805.09112>`_,
+      NeurIPS 2018: closed-form logarithmic map of the Poincaré ball.
+    """
     dtype = _float_dtype(x, y)
     x, y, c = _as(dtype, x, y, c)
     sub, defect = _mobius_add_with_defect(-x, y, c)
@@ -413,21 +579,50 @@ def logmap(x: Array, y: Array, *, c: Array) -> jnp.ndarray:
     return 2.0 * _artan_c_with_defect(sub_norm, defect, c) * (sub / (_lambda_x(x, c) * sub_norm))
 
 
-def logmap0(y: Array, *, c: Array) -> jnp.ndarray:
-    r"""Logarithmic map at the origin :math:`\log_0(y) = \tan_c^{-1}(\|y\|)\, y/\|y\|`."""
+def logmap0(y: ArrayLike, *, c: ArrayLike) -> jax.Array:
+    r"""Logarithmic map at the origin (inverse of ``expmap0``).
+
+    .. math::
+        \log_0(y) = \frac{1}{\sqrt{c}} \operatorname{artanh}(\sqrt{c}\,\|y\|) \frac{y}{\|y\|}
+
+    Args:
+      y: points in the ball, shape (..., d).
+      c: curvature parameter, ``c > 0`` (float or array).
+
+    Returns:
+      Shape of ``y``; not projected. ``|y|`` clamped at 1e-15, ``artanh`` argument clipped to
+      ``±(1 - 1e-7)`` and computed with ``jnp.arctanh`` (accurate near 0, unlike geoopt's float32
+      ``artanh``).
+
+    References:
+      Ganea, Bécigneul & Hofmann, `Hyperbolic Neural Networks <https://arxiv.org/abs/1805.09112>`_,
+      NeurIPS 2018: logarithmic map at 0.
+    """
     dtype = _float_dtype(y)
     y, c = _as(dtype, y, c)
     y_norm = _clamped_norm(y)
     return (y / y_norm) * _artan_c(y_norm, c)
 
 
-def dist(x: Array, y: Array, *, c: Array) -> jnp.ndarray:
-    r"""Geodesic distance :math:`d(x, y) = 2 \tan_c^{-1}(\|(-x) \oplus_c y\|)`, shape (..., 1).
+def dist(x: ArrayLike, y: ArrayLike, *, c: ArrayLike) -> jax.Array:
+    r"""Geodesic distance :math:`d_c(x, y) = \frac{2}{\sqrt{c}} \operatorname{artanh}(\sqrt{c}\,\|(-x) \oplus_c y\|)`.
 
-    The norm is unclamped, as in geoopt. At ``x = y`` the distance is a cone's tip: ``(-x) ⊕ x`` is
-    exactly 0 here and the gradient is the zero subgradient (torch's norm convention at 0). geoopt
-    differentiates the rounding residual of its ``(-x) ⊕ x`` instead, which is nonzero for some
-    points and then gives an O(1) gradient in an arbitrary direction.
+    Args:
+      x: points in the ball, shape (..., d).
+      y: points in the ball, shape (..., d) (leading axes broadcast).
+      c: curvature parameter, ``c > 0`` (float or array).
+
+    Returns:
+      Shape (..., 1) (geoopt's ``keepdim=True``). The norm is unclamped, as in geoopt; the ``artanh``
+      argument is clipped to ``1 - 1e-7`` and taken from the defect near 1 (as in ``logmap``). At
+      ``x = y`` the distance is a cone's tip: ``(-x) ⊕ x`` is exactly 0 here and the gradient is the
+      zero subgradient (torch's norm convention at 0). geoopt differentiates the rounding residual of
+      its ``(-x) ⊕ x`` instead, which is nonzero for some points and then gives an O(1) gradient in an
+      arbitrary direction.
+
+    References:
+      Ganea, Bécigneul & Hofmann, `Hyperbolic Neural Networks <https://arxiv.org/abs/1805.09112>`_,
+      NeurIPS 2018: distance in the Poincaré ball.
     """
     dtype = _float_dtype(x, y)
     x, y, c = _as(dtype, x, y, c)
@@ -435,36 +630,131 @@ def dist(x: Array, y: Array, *, c: Array) -> jnp.ndarray:
     return 2.0 * _artan_c_with_defect(_norm(sub), defect, c)
 
 
-def dist0(x: Array, *, c: Array) -> jnp.ndarray:
-    r"""Distance to the origin :math:`d(0, x) = 2 \tan_c^{-1}(\|x\|)`, shape (..., 1)."""
+def dist0(x: ArrayLike, *, c: ArrayLike) -> jax.Array:
+    r"""Distance to the origin: :math:`d_c(0, x) = \frac{2}{\sqrt{c}} \operatorname{artanh}(\sqrt{c}\,\|x\|)`.
+
+    Args:
+      x: points in the ball, shape (..., d).
+      c: curvature parameter, ``c > 0`` (float or array).
+
+    Returns:
+      Shape (..., 1). Unclamped norm with the zero subgradient at ``x = 0``; ``artanh`` argument
+      clipped to ``1 - 1e-7``.
+
+    References:
+      Ganea, Bécigneul & Hofmann, `Hyperbolic Neural Networks <https://arxiv.org/abs/1805.09112>`_,
+      NeurIPS 2018: distance in the Poincaré ball.
+    """
     dtype = _float_dtype(x)
     x, c = _as(dtype, x, c)
     return 2.0 * _artan_c(_norm(x), c)
 
 
-def gyration(a: Array, b: Array, u: Array, *, c: Array) -> jnp.ndarray:
-    r"""Gyration :math:`\operatorname{gyr}[a, b]u = \ominus(a \oplus b) \oplus (a \oplus (b \oplus u))` (closed form)."""
+def gyration(a: ArrayLike, b: ArrayLike, u: ArrayLike, *, c: ArrayLike) -> jax.Array:
+    r"""Gyration :math:`\operatorname{gyr}[a, b]u = \ominus(a \oplus_c b) \oplus_c (a \oplus_c (b \oplus_c u))`.
+
+    Computed in closed form. It is the rotation that makes Möbius addition gyroassociative,
+    :math:`a \oplus (b \oplus u) = (a \oplus b) \oplus \operatorname{gyr}[a, b]u`. With
+    :math:`\kappa = -c`,
+
+    .. math::
+        \operatorname{gyr}[a, b]u = u + 2\,\frac{A a + B b}{D},\quad
+        A = -\kappa^2 \langle a, u\rangle \|b\|^2 - \kappa \langle b, u\rangle
+            + 2\kappa^2 \langle a, b\rangle \langle b, u\rangle,\quad
+        B = -\kappa^2 \langle b, u\rangle \|a\|^2 + \kappa \langle a, u\rangle,\quad
+        D = 1 - 2\kappa \langle a, b\rangle + \kappa^2 \|a\|^2 \|b\|^2.
+
+    Args:
+      a: points in the ball, shape (..., d).
+      b: points in the ball, shape (..., d).
+      u: vectors, shape (..., d) (leading axes of all three broadcast).
+      c: curvature parameter, ``c > 0`` (float or array).
+
+    Returns:
+      The broadcast shape; not projected (a gyration is a rotation: it keeps ``|u|``). ``D`` is
+      clamped at 1e-15; ``A a + B b`` is evaluated around ``s = a + b`` (see ``_gyration``), exact at
+      ``a = 0``, ``b = 0`` and ``b = -a`` and accurate for nearby points.
+
+    References:
+      Ungar, A Gyrovector Space Approach to Hyperbolic Geometry, Morgan & Claypool, 2008: gyrations of Möbius addition.
+      Ganea, Bécigneul & Hofmann, `Hyperbolic Neural Networks <https://arxiv.org/abs/1805.09112>`_,
+      NeurIPS 2018.
+    """
     dtype = _float_dtype(a, b, u)
     a, b, u, c = _as(dtype, a, b, u, c)
     return _gyration(a, b, u, c)
 
 
-def transp(x: Array, y: Array, v: Array, *, c: Array) -> jnp.ndarray:
-    r"""Parallel transport of ``v`` from ``x`` to ``y``: :math:`\operatorname{gyr}[y, -x]v \; \lambda_x/\lambda_y`."""
+def transp(x: ArrayLike, y: ArrayLike, v: ArrayLike, *, c: ArrayLike) -> jax.Array:
+    r"""Parallel transport of the tangent vector ``v`` from ``x`` to ``y`` (along the geodesic).
+
+    .. math::
+        P_{x \to y}(v) = \operatorname{gyr}[y, -x]\, v \; \frac{\lambda_x}{\lambda_y}
+
+    Args:
+      x: start points in the ball, shape (..., d).
+      y: end points in the ball, shape (..., d).
+      v: tangent vectors at ``x``, shape (..., d) (leading axes of all three broadcast).
+      c: curvature parameter, ``c > 0`` (float or array).
+
+    Returns:
+      The broadcast shape: tangent vectors at ``y`` with the same Riemannian norm. Denominators
+      clamped at 1e-15 as in ``gyration`` and ``lambda_x``; ``transp(x, x, v) = v`` exactly, with zero
+      derivative in ``c``, and ``lambda_x / lambda_y`` is computed from ``|x|^2 - |y|^2`` (see
+      ``_lambda_ratio``), accurate for the nearby points of an optimizer step.
+
+    References:
+      Ganea, Bécigneul & Hofmann, `Hyperbolic Neural Networks <https://arxiv.org/abs/1805.09112>`_,
+      NeurIPS 2018: parallel transport in the Poincaré ball.
+      Ungar, A Gyrovector Space Approach to Hyperbolic Geometry, Morgan & Claypool, 2008.
+      Bécigneul & Ganea, `Riemannian Adaptive Optimization Methods <https://arxiv.org/abs/1810.00760>`_,
+      ICLR 2019: its use by the optimizers.
+    """
     dtype = _float_dtype(x, y, v)
     x, y, v, c = _as(dtype, x, y, v, c)
     return _transp(x, y, v, c)
 
 
-def transp0(y: Array, v: Array, *, c: Array) -> jnp.ndarray:
-    r"""Parallel transport of ``v`` from the origin to ``y``: :math:`v \max(1 - c\|y\|^2, 10^{-15})`."""
+def transp0(y: ArrayLike, v: ArrayLike, *, c: ArrayLike) -> jax.Array:
+    r"""Parallel transport of ``v`` from the origin to ``y``.
+
+    .. math::
+        P_{0 \to y}(v) = v \, \frac{\lambda_0}{\lambda_y} = v\,(1 - c\|y\|^2)
+
+    Args:
+      y: end points in the ball, shape (..., d).
+      v: tangent vectors at 0, shape (..., d) (leading axes broadcast).
+      c: curvature parameter, ``c > 0`` (float or array).
+
+    Returns:
+      The broadcast shape. The factor :math:`1 - c\|y\|^2` is clamped at 1e-15 (geoopt).
+
+    References:
+      Ganea, Bécigneul & Hofmann, `Hyperbolic Neural Networks <https://arxiv.org/abs/1805.09112>`_,
+      NeurIPS 2018: parallel transport from 0.
+    """
     dtype = _float_dtype(y, v)
     y, v, c = _as(dtype, y, v, c)
     return v * jnp.maximum(1.0 - c * _sq_norm(y), MIN_NORM)
 
 
-def inner(x: Array, u: Array, v: Array | None = None, *, c: Array) -> jnp.ndarray:
-    r"""Riemannian inner product :math:`\langle u, v\rangle_x = \lambda_x^2 \langle u, v\rangle`, shape (..., 1); ``v`` defaults to ``u``."""
+def inner(x: ArrayLike, u: ArrayLike, v: ArrayLike | None = None, *, c: ArrayLike) -> jax.Array:
+    r"""Riemannian inner product at ``x``: :math:`\langle u, v\rangle_x = \lambda_x^2 \langle u, v\rangle`.
+
+    Args:
+      x: points in the ball, shape (..., d).
+      u: tangent vectors at ``x``, shape (..., d).
+      v: tangent vectors at ``x``, shape (..., d); defaults to ``u`` (then the result is
+        :math:`\|u\|_x^2`). Leading axes of all three broadcast.
+      c: curvature parameter, ``c > 0`` (float or array).
+
+    Returns:
+      Shape (..., 1). ``lambda_x`` as in ``lambda_x`` (clamped denominator).
+
+    References:
+      Ganea, Bécigneul & Hofmann, `Hyperbolic Neural Networks <https://arxiv.org/abs/1805.09112>`_,
+      NeurIPS 2018: the Poincaré metric.
+    """
     if v is None:
         v = u
     dtype = _float_dtype(x, u, v)
@@ -472,44 +762,142 @@ def inner(x: Array, u: Array, v: Array | None = None, *, c: Array) -> jnp.ndarra
     return _lambda_x(x, c) ** 2 * _dot(u, v)
 
 
-def norm(x: Array, u: Array, *, c: Array) -> jnp.ndarray:
-    r"""Riemannian norm :math:`\|u\|_x = \lambda_x \|u\|`, shape (..., 1); zero subgradient at ``u = 0``."""
+def norm(x: ArrayLike, u: ArrayLike, *, c: ArrayLike) -> jax.Array:
+    r"""Riemannian norm of a tangent vector at ``x``: :math:`\|u\|_x = \lambda_x \|u\|`.
+
+    Args:
+      x: points in the ball, shape (..., d).
+      u: tangent vectors at ``x``, shape (..., d) (leading axes broadcast).
+      c: curvature parameter, ``c > 0`` (float or array).
+
+    Returns:
+      Shape (..., 1). Unclamped Euclidean norm with the zero subgradient at ``u = 0`` (torch's
+      convention, where JAX's would be NaN).
+
+    References:
+      Ganea, Bécigneul & Hofmann, `Hyperbolic Neural Networks <https://arxiv.org/abs/1805.09112>`_,
+      NeurIPS 2018: the Poincaré metric.
+    """
     dtype = _float_dtype(x, u)
     x, u, c = _as(dtype, x, u, c)
     return _lambda_x(x, c) * _norm(u)
 
 
-def egrad2rgrad(x: Array, g: Array, *, c: Array) -> jnp.ndarray:
-    r"""Riemannian gradient from the Euclidean one: :math:`g / \lambda_x^2`."""
+def egrad2rgrad(x: ArrayLike, g: ArrayLike, *, c: ArrayLike) -> jax.Array:
+    r"""Riemannian gradient from the Euclidean gradient ``g`` at ``x``: :math:`\nabla_x = g / \lambda_x^2`.
+
+    The metric is conformal, so the Riemannian gradient is the Euclidean one rescaled.
+
+    Args:
+      x: points in the ball, shape (..., d).
+      g: Euclidean gradients at ``x``, shape (..., d) (leading axes broadcast).
+      c: curvature parameter, ``c > 0`` (float or array).
+
+    Returns:
+      The broadcast shape: tangent vectors at ``x``. ``lambda_x`` as in ``lambda_x``.
+
+    References:
+      Ganea, Bécigneul & Hofmann, `Hyperbolic Neural Networks <https://arxiv.org/abs/1805.09112>`_,
+      NeurIPS 2018.
+      Bécigneul & Ganea, `Riemannian Adaptive Optimization Methods <https://arxiv.org/abs/1810.00760>`_,
+      ICLR 2019: the Riemannian gradient the optimizers follow.
+    """
     dtype = _float_dtype(x, g)
     x, g, c = _as(dtype, x, g, c)
     return g / _lambda_x(x, c) ** 2
 
 
-def proju(x: Array, u: Array, *, c: Array) -> jnp.ndarray:
-    """Projection onto the tangent space at ``x``: the identity (broadcast to the common shape), as in geoopt."""
+def proju(x: ArrayLike, u: ArrayLike, *, c: ArrayLike) -> jax.Array:
+    """Projection of ``u`` onto the tangent space at ``x``: the identity, as in geoopt.
+
+    The ball is an open subset of :math:`\\mathbb{R}^d`, so every vector is tangent.
+
+    Args:
+      x: points in the ball, shape (..., d).
+      u: vectors, shape (..., d).
+      c: curvature parameter (unused; kept for a uniform signature).
+
+    Returns:
+      ``u`` broadcast to the common shape of ``x`` and ``u``.
+    """
     dtype = _float_dtype(x, u)
     x, u = _as(dtype, x, u)
     return jnp.broadcast_to(u, jnp.broadcast_shapes(x.shape, u.shape))
 
 
-def retr(x: Array, u: Array, *, c: Array) -> jnp.ndarray:
-    r"""First-order retraction :math:`\operatorname{project}(x + u)` (geoopt's ``PoincareBall.retr``)."""
+def retr(x: ArrayLike, u: ArrayLike, *, c: ArrayLike) -> jax.Array:
+    r"""First-order retraction :math:`R_x(u) = \operatorname{project}(x + u)` (geoopt's ``PoincareBall.retr``).
+
+    Agrees with ``expmap(x, u)`` to first order in ``u``; what geoopt's optimizers use on
+    ``PoincareBall`` (``expmap`` on ``PoincareBallExact``).
+
+    Args:
+      x: points in the ball, shape (..., d).
+      u: tangent vectors at ``x``, shape (..., d) (leading axes broadcast).
+      c: curvature parameter, ``c > 0`` (float or array).
+
+    Returns:
+      The broadcast shape, passed through ``project``.
+
+    References:
+      Bécigneul & Ganea, `Riemannian Adaptive Optimization Methods <https://arxiv.org/abs/1810.00760>`_,
+      ICLR 2019: retraction-based Riemannian SGD and Adam.
+    """
     dtype = _float_dtype(x, u)
     x, u, c = _as(dtype, x, u, c)
     return _project(x + u, c)
 
 
-def retr_transp(x: Array, u: Array, v: Array, *, c: Array) -> tuple[jnp.ndarray, jnp.ndarray]:
-    r"""``y = retr(x, u)`` and ``transp(x, y, v)`` (geoopt's ``PoincareBall.retr_transp``, used by its optimizers)."""
+def retr_transp(x: ArrayLike, u: ArrayLike, v: ArrayLike, *, c: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    r"""One optimizer move: :math:`y = R_x(u) = \operatorname{project}(x + u)` and :math:`P_{x \to y}(v)`.
+
+    geoopt's ``PoincareBall.retr_transp``: its Riemannian SGD and Adam move a point with it and carry
+    the momentum ``v`` along.
+
+    Args:
+      x: points in the ball, shape (..., d).
+      u: tangent vectors at ``x`` (the step), shape (..., d).
+      v: tangent vectors at ``x`` to transport (the momentum), shape (..., d). Leading axes of all
+        three broadcast.
+      c: curvature parameter, ``c > 0`` (float or array).
+
+    Returns:
+      ``(y, transp(x, y, v))``, both of the broadcast shape; ``y`` is projected (see ``retr``,
+      ``transp`` for the guards).
+
+    References:
+      Bécigneul & Ganea, `Riemannian Adaptive Optimization Methods <https://arxiv.org/abs/1810.00760>`_,
+      ICLR 2019: retraction and parallel transport in Riemannian adaptive methods.
+      Ganea, Bécigneul & Hofmann, `Hyperbolic Neural Networks <https://arxiv.org/abs/1805.09112>`_,
+      NeurIPS 2018.
+    """
     dtype = _float_dtype(x, u, v)
     x, u, v, c = _as(dtype, x, u, v, c)
     y = _project(x + u, c)
     return y, _transp(x, y, v, c)
 
 
-def expmap_transp(x: Array, u: Array, v: Array, *, c: Array) -> tuple[jnp.ndarray, jnp.ndarray]:
-    r"""``y = expmap(x, u)`` and ``transp(x, y, v)`` (``PoincareBallExact.retr_transp``)."""
+def expmap_transp(x: ArrayLike, u: ArrayLike, v: ArrayLike, *, c: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    r"""The exact optimizer move: :math:`y = \exp_x(u)` and :math:`P_{x \to y}(v)`.
+
+    geoopt's ``PoincareBallExact.retr_transp`` (``Stereographic.expmap_transp``): the move of its
+    optimizers on a ball built with ``exact``.
+
+    Args:
+      x: points in the ball, shape (..., d).
+      u: tangent vectors at ``x`` (the step), shape (..., d).
+      v: tangent vectors at ``x`` to transport, shape (..., d). Leading axes of all three broadcast.
+      c: curvature parameter, ``c > 0`` (float or array).
+
+    Returns:
+      ``(y, transp(x, y, v))``, both of the broadcast shape; ``y`` is projected (see ``expmap``).
+
+    References:
+      Bécigneul & Ganea, `Riemannian Adaptive Optimization Methods <https://arxiv.org/abs/1810.00760>`_,
+      ICLR 2019: exponential map and parallel transport in Riemannian adaptive methods.
+      Ganea, Bécigneul & Hofmann, `Hyperbolic Neural Networks <https://arxiv.org/abs/1805.09112>`_,
+      NeurIPS 2018.
+    """
     dtype = _float_dtype(x, u, v)
     x, u, v, c = _as(dtype, x, u, v, c)
     y = _project(_expmap(x, u, c), c)

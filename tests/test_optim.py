@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -508,3 +509,54 @@ def test_cli_unknown_config_is_a_clean_error(capsys):
 def test_time_optimizer_step_runs():
     result = check.time_optimizer_step("sgd", n_points=50, dim=4, repeats=2, number=2)
     assert result["jax_ms"] > 0 and result["torch_ms"] > 0 and result["ratio_jax_over_torch"] > 0
+
+
+# ----------------------------------------------------------------------------- compiled passes
+
+WEIGHT_SHAPE = (37, 23)  # odd sizes, so no other array of the update has this shape
+NOT_A_PASS = {"parameter", "get-tuple-element", "tuple", "bitcast", "constant"}
+
+
+def _passes_over(shape, hlo_text):
+    """Instructions of the compiled entry computation that read or write a float32 array of ``shape``."""
+    entry = hlo_text[hlo_text.index("\nENTRY"):]
+    entry = entry[:entry.index("\n}")]
+    wanted = "f32[" + ",".join(map(str, shape)) + "]"
+    shapes, passes = {}, []
+    for line in entry.splitlines()[1:]:
+        match = re.match(r"\s*(?:ROOT\s+)?(%\S+)\s*=\s*(\([^)]*\)|\S+)\s+([\w-]+)\(([^)]*)\)", line)
+        if not match:
+            continue
+        name, result, opcode, operands = match.groups()
+        shapes[name] = result
+        touched = [result] + [shapes.get(operand, "") for operand in re.findall(r"%[\w.-]+", operands)]
+        if opcode not in NOT_A_PASS and any(wanted in t for t in touched):
+            passes.append(f"{opcode} {name} -> {result}")
+    return passes
+
+
+@pytest.mark.parametrize("make,outputs", [
+    (lambda: optim.riemannian_adam(1e-3), 3),  # new weight, first and second moment
+    (lambda: optim.riemannian_adam(1e-3, weight_decay=1e-4, amsgrad=True), 4),  # + the running max
+    (lambda: optim.riemannian_sgd(1e-2), 1),
+    (lambda: optim.riemannian_sgd(1e-2, momentum=0.9, nesterov=True), 2),  # new weight, momentum
+])
+def test_euclidean_update_is_one_pass_per_output(make, outputs):
+    """XLA:CPU writes one array per loop (its multi-output fusion is off by default), so updating a
+    Euclidean weight takes at least one elementwise pass per array the update returns. The jitted
+    update, weight and state donated as in training, compiles to exactly that: egrad2rgrad, weight
+    decay, bias corrections and the step fuse into those loops, and nothing else reads, writes or
+    copies an array of the weight's shape."""
+    if jax.default_backend() != "cpu":
+        pytest.skip("counts XLA:CPU's loops")
+    tx = make()
+    params = {"w": jnp.zeros(WEIGHT_SHAPE, jnp.float32)}
+    state = tx.init(params)
+
+    def step(params, grads, state):
+        updates, state = tx.update(grads, state, params)
+        return optim.apply_updates(params, updates), state
+
+    text = jax.jit(step, donate_argnums=(0, 2)).lower(params, params, state).compile().as_text()
+    passes = _passes_over(WEIGHT_SHAPE, text)
+    assert len(passes) <= outputs, passes

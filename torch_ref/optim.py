@@ -100,7 +100,26 @@ def _initial_lr(learning_rate: ScalarOrSchedule) -> float:
 def riemannian_sgd(learning_rate: ScalarOrSchedule, momentum: float = 0.0, dampening: float = 0.0,
                    weight_decay: float = 0.0, nesterov: bool = False, stabilize: int | None = None, *,
                    exact: bool = False) -> OptimizerFactory:
-    """factory(params) -> ``geoopt.optim.RiemannianSGD`` with these options."""
+    """factory(params) -> ``geoopt.optim.RiemannianSGD`` with these options.
+
+    The update rule is ``jax_impl.optim.riemannian_sgd``'s (which follows this optimizer): coupled
+    weight decay, ``egrad2rgrad``, momentum buffer started at the raw first gradient, then
+    ``retr_transp`` of the point and the buffer (``expmap_transp`` on a ``PoincareBallExact``).
+
+    Args:
+      learning_rate: a float, or a schedule ``steps taken -> float`` set on every parameter group
+        before each step.
+      momentum, dampening, weight_decay, nesterov, stabilize: geoopt's options of the same names.
+      exact: the ball parameters must live on ``PoincareBallExact`` (checked by the factory).
+
+    Returns:
+      ``factory(params)``: builds the optimizer for an iterable of parameters or parameter groups;
+      raises ValueError if a ball parameter's ``exact`` differs.
+
+    References:
+      Bécigneul & Ganea, `Riemannian Adaptive Optimization Methods <https://arxiv.org/abs/1810.00760>`_,
+      ICLR 2019.
+    """
 
     def factory(params):
         params = list(params)
@@ -116,7 +135,26 @@ def riemannian_sgd(learning_rate: ScalarOrSchedule, momentum: float = 0.0, dampe
 def riemannian_adam(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
                     weight_decay: float = 0.0, amsgrad: bool = False, stabilize: int | None = None, *,
                     exact: bool = False) -> OptimizerFactory:
-    """factory(params) -> ``geoopt.optim.RiemannianAdam`` with these options (``betas = (b1, b2)``)."""
+    """factory(params) -> ``geoopt.optim.RiemannianAdam`` with these options (``betas = (b1, b2)``).
+
+    The update rule is ``jax_impl.optim.riemannian_adam``'s (which follows this optimizer): coupled
+    weight decay, ``egrad2rgrad``, first moment transported, second moment the Riemannian
+    ``component_inner`` (one value per ball point), bias corrections in Python double.
+
+    Args:
+      learning_rate: a float, or a schedule ``steps taken -> float`` set on every parameter group
+        before each step.
+      b1, b2, eps, weight_decay, amsgrad, stabilize: geoopt's options (``betas = (b1, b2)``).
+      exact: the ball parameters must live on ``PoincareBallExact`` (checked by the factory).
+
+    Returns:
+      ``factory(params)``: builds the optimizer; raises ValueError if a ball parameter's ``exact``
+      differs.
+
+    References:
+      Bécigneul & Ganea, `Riemannian Adaptive Optimization Methods <https://arxiv.org/abs/1810.00760>`_,
+      ICLR 2019.
+    """
 
     def factory(params):
         params = list(params)
@@ -129,7 +167,18 @@ def riemannian_adam(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float 
 
 
 def from_config(config: OptimizerConfig, *, learning_rate: ScalarOrSchedule | None = None) -> OptimizerFactory:
-    """``riemannian_sgd`` or ``riemannian_adam`` from an ``OptimizerConfig``."""
+    """``riemannian_sgd`` or ``riemannian_adam`` from an ``OptimizerConfig``.
+
+    Args:
+      config: ``name`` ("sgd" or "adam") and the options.
+      learning_rate: replaces ``config.learning_rate`` when given (e.g. a schedule).
+
+    Returns:
+      The factory of ``riemannian_sgd`` or ``riemannian_adam``.
+
+    Raises:
+      ValueError: for an unknown ``config.name``.
+    """
     lr = config.learning_rate if learning_rate is None else learning_rate
     if config.name == "sgd":
         return riemannian_sgd(lr, momentum=config.momentum, dampening=config.dampening,

@@ -267,3 +267,18 @@ def test_float32_with_x64_off_in_a_fresh_interpreter():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("ok")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_projection_margin_stated_once_is_geoopts(dtype):
+    """parity.config.PROJECTION_EPS (read by both sides) against the margin geoopt's projection applies."""
+    import torch
+    from geoopt.manifolds.stereographic import math as gmath
+
+    from parity.config import PROJECTION_EPS
+
+    c = 2.0
+    far = torch.full((1, 4), 10.0, dtype=getattr(torch, dtype))
+    radius = float(gmath.project(far, k=torch.tensor(-c, dtype=far.dtype)).norm()) * np.sqrt(c)
+    assert 1.0 - radius == pytest.approx(PROJECTION_EPS[dtype], rel=1e-3 if dtype == "float32" else 1e-9)
+    assert pm.ball_eps(dtype) == PROJECTION_EPS[dtype]

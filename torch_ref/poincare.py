@@ -25,6 +25,8 @@ from __future__ import annotations
 import torch
 from geoopt.manifolds.stereographic import math as gmath
 
+from parity.config import PROJECTION_EPS
+
 Tensor = torch.Tensor
 
 __all__ = [
@@ -54,7 +56,9 @@ __all__ = [
 ]
 
 # What geoopt's `_project` uses when eps is not given (stated here for the harness; geoopt decides).
-BALL_EPS = {torch.float32: 4e-3, torch.float64: 1e-5}
+# geoopt's projection margin (hard-coded in its `_project`), as the configuration states it once for both
+# sides; tests/test_ops_parity.py measures it on geoopt's projection
+BALL_EPS = {getattr(torch, name): eps for name, eps in PROJECTION_EPS.items()}
 
 
 def ball_eps(dtype: torch.dtype) -> float:

@@ -410,7 +410,7 @@ def riemannian_sgd(learning_rate: ScalarOrSchedule, momentum: float = 0.0, dampe
         stabilize_now = _stabilize_now(stabilize, count)
         buffers = params_def.flatten_up_to(state.momentum) if use_momentum else [None] * len(x_leaves)
         first_step = state.count == 0
-        new_points, new_buffers, updates = [], [], []
+        new_buffers, updates = [], []
         for label, x, g_raw, buf in zip(labels, x_leaves, g_leaves, buffers):
             g = g_raw + _as_dtype(weight_decay, x) * x if weight_decay else g_raw
             r = _egrad2rgrad(label, x, g)

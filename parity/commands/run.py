@@ -324,7 +324,6 @@ def main(args) -> int:
     name = args.name or f"run-{Path(args.dataset).name}{'-quick' if quick else ''}"
     out = Path(args.out) if args.out else Path("reports") / name
     out = out.resolve()
-    check_writable(folders=(out, out / "logs"))
     env = dict(os.environ)
     if args.data_dir:
         env["POINCARE_PARITY_DATA"] = str(Path(args.data_dir).expanduser().resolve())
@@ -333,6 +332,7 @@ def main(args) -> int:
                          _names(args.only), _names(args.skip))
     except ValueError as error:
         raise UsageError(str(error)) from None
+    check_writable(folders=(out, out / "logs"))  # after the options are checked: a typo creates no folder
     data_names = [args.dataset]
     models_stage = next(s for s in stages if s.name == "models")
     if not models_stage.skip and "--no-training" not in (models_stage.argv or []):

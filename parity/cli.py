@@ -146,7 +146,13 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-name", default=None, help="output folder name under reports/ (default: the preset's name)")
     p.add_argument("--out", default=None, help="output folder (default: reports/<run-name>)")
     p.add_argument("--resume", action="store_true",
-                   help="continue from the last checkpoint (same result as an uninterrupted run)")
+                   help="continue the run in the output folder from its last checkpoints (same result as an "
+                        "uninterrupted run; without a checkpoint yet it starts fresh). A checkpoint of another "
+                        "configuration is refused")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in the output folder: its train.json, checkpoints (and sweep files) are "
+                        "removed first, nothing else. Without --resume or --overwrite, a folder that already holds "
+                        "a run is refused")
     _data_dir_arg(p)
     _json_arg(p)
 
@@ -219,6 +225,8 @@ def _add_run(p: argparse.ArgumentParser) -> None:
         "suite (ops, optim, models), baselines (popularity, EASE), training of the Euclidean and the hyperbolic "
         "autoencoder presets in JAX and PyTorch, the bench, and the report. Each stage runs as its own process; "
         "a stage that fails is recorded (run.json, logs/) and shown in the report, and the run goes on. "
+        "Running again into the same folder runs every stage afresh (the training stages replace their own "
+        "checkpoints, train --overwrite; nothing else is removed). "
         "Exit status 0 only if every stage ran and every check passed."
     )
     p.epilog = ("examples: poincare-parity run --quick   |   poincare-parity run --quick --dataset synthetic "
@@ -248,7 +256,9 @@ def _add_download(p: argparse.ArgumentParser) -> None:
         "Fetch MovieLens files from their public homes, each checked against a pinned sha256: ml-1m, "
         "ml-100k, ml-latest-small (GroupLens zips) and ml-1m-neumf (the NeuMF authors' test files at a "
         "pinned commit; the 2-column train file is derived from ml-1m.zip and checked against its hash). "
-        "A file that fails its check is removed. Offline, it says which file to fetch by hand and where to put it."
+        "A download that fails its check is discarded; a file already in place with another hash is moved aside "
+        "to NAME.mismatch-<first 8 hex digits of its sha256>, never deleted. Offline, it says which file to fetch "
+        "by hand, where to put it and its sha256."
     )
     p.add_argument("--dataset", default=None, choices=("ml-1m", "ml-100k", "ml-latest-small", "ml-1m-neumf"),
                    help="one dataset (default: all)")
@@ -347,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"poincare-parity {name}: {error}", file=sys.stderr)
         return EXIT_DIVERGED
     except KeyboardInterrupt:
-        print(f"\npoincare-parity {name}: interrupted; files already written are complete", file=sys.stderr)
+        resume = "; train --resume continues from the last checkpoint" if args.command == "train" else ""
+        print(f"\npoincare-parity {name}: interrupted; files already written are complete{resume}", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -91,13 +92,24 @@ def write_json(path: str | Path, payload: dict[str, Any], *, command: str, devic
 
 
 def check_writable(*paths: str | Path | None, folders: tuple[str | Path, ...] = ()) -> None:
-    """Make sure every file path can be created (its folder exists or can be made, and is writable)
-    and every folder in `folders` too; raise UsageError naming the first that cannot."""
-    targets = [Path(p).parent for p in paths if p is not None] + [Path(f) for f in folders]
-    for folder in targets:
+    """Make sure every file path can be created (its folder exists or can be made and takes a new file,
+    and the path is not a folder) and every folder in `folders` too; raise UsageError naming the first
+    that cannot. Each folder is probed by creating and removing an empty file of ours (permission bits
+    alone say nothing to root, nor about read-only file systems)."""
+    files = [Path(p) for p in paths if p is not None]
+    for path in files:
+        if path.is_dir():
+            raise UsageError(f"cannot write {path}: it is a folder (give a file name)")
+    for folder in [p.parent for p in files] + [Path(f) for f in folders]:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise UsageError(f"cannot create the output folder {folder}: {error.strerror or error}") from None
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise UsageError(f"cannot write to the output folder {folder} (permission denied)")
+            in_the_way = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+            why = f"{in_the_way} is a file, not a folder" if in_the_way else (error.strerror or str(error))
+            raise UsageError(f"cannot create the output folder {folder}: {why}") from None
+        try:
+            handle, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+        except OSError as error:
+            raise UsageError(f"cannot write to the output folder {folder}: {error.strerror or error}") from None
+        os.close(handle)
+        os.unlink(probe)

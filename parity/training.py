@@ -17,6 +17,10 @@ What one run does, per framework and seed:
 - `--resume` continues from the last checkpoint to the same result as an uninterrupted run:
   batches and masks are functions of (seed, epoch), and parameters, optimizer state, history and
   early-stopping counters are restored exactly.
+- a run folder that already holds a run (train.json, checkpoints) is refused unless `existing` says
+  "resume" (continue it; no checkpoint yet: start fresh) or "overwrite" (its train.json, checkpoints
+  and sweep files are removed first, nothing else); every checkpoint carries its configuration's
+  hash (`parity.checkpoint.config_hash`) and one of another configuration is refused, naming its run.
 
 Output: `reports/<run-name>/train.json` (configuration, per-epoch history, test metrics, and for
 several seeds / both frameworks the mean, std and the JAX-minus-PyTorch differences), checkpoints
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -40,15 +45,18 @@ from parity import backend, convert, metrics
 from parity.backend import Session
 from parity.baselines import score_heldout
 from parity.checkpoint import (
+    CHECKPOINT_NAME,
     CHECKPOINT_VERSION,
     checkpoint_paths,
+    config_hash,
     config_key,
     load_checkpoint,
     save_checkpoint,
 )
 from parity.config import PROJECTION_EPS, DataConfig, ModelConfig, RunConfig
 from parity.data import batch_order, dense_rows, epoch_masks, load_split
-from parity.errors import TrainingDiverged
+from parity.errors import ConfigError, TrainingDiverged, UsageError
+from parity.files import check_writable
 from parity.stats import mean_std
 
 K = 10
@@ -116,13 +124,94 @@ def evaluate(side: Session, heldout, inputs, *, n_bootstrap: int = 1000, batch: 
 
 
 # ---------------------------------------------------------------------------------------------
+# the run folder: what a previous run left there, and what to do with it
+
+# what to do with a run folder that already holds a run
+EXISTING = ("refuse", "resume", "overwrite")
+# the files a training run or sweep writes at the top of its folder (besides checkpoints/ and sweep points)
+RUN_FILES = ("train.json", "sweep.json", "sweep.png")
+# temporary files of parity.files.atomic_write_text left by a kill mid-write
+_JSON_TMP = re.compile(r"^\.(?:train|sweep)\.json\.\d+\.tmp$")
+
+
+class RunFolderInUse(UsageError):
+    """The run folder already holds a run, and neither resuming nor overwriting it was asked for."""
+
+
+def sweep_folder(out_dir: Path, name: str, value: Any) -> Path:
+    """Where one value of a sweep over field `name` trains: OUT/<name>=<value>/."""
+    return out_dir / f"{name}={value}"
+
+
+def previous_run_files(out_dir: Path, *, temporaries: bool = True) -> list[Path]:
+    """The files a previous training run or sweep of this tool left in `out_dir`, and nothing else:
+    train.json, sweep.json, sweep.png, checkpoints/<framework>-seed<N>-{last,best}.npz, the same in each
+    sweep point folder <field>=<value>/, and (with `temporaries`) what a kill mid-write left of them."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    found = [out_dir / name for name in RUN_FILES if (out_dir / name).is_file()]
+    if (out_dir / "checkpoints").is_dir():
+        found += sorted(p for p in (out_dir / "checkpoints").iterdir() if p.is_file() and CHECKPOINT_NAME.match(p.name))
+    if temporaries:
+        found += sorted(p for p in out_dir.iterdir() if p.is_file() and _JSON_TMP.match(p.name))
+    for point in sorted(p for p in out_dir.iterdir() if p.is_dir() and "=" in p.name):
+        found += previous_run_files(point, temporaries=temporaries)
+    if not temporaries:
+        found = [p for p in found if not p.name.endswith(".tmp")]
+    return found
+
+
+def check_run_folder(out_dir: Path, existing: str) -> None:
+    """Before any work: `existing` is one of EXISTING; "refuse" raises `RunFolderInUse` if `out_dir` holds a
+    previous run; the folder (and its checkpoints/, if there is one) can be written (`parity.files.check_writable`)."""
+    if existing not in EXISTING:
+        raise ValueError(f"existing={existing!r}: expected one of {', '.join(EXISTING)}")
+    out_dir = Path(out_dir)
+    if existing == "refuse":
+        found = previous_run_files(out_dir, temporaries=False)
+        if found:
+            shown = ", ".join(str(p.relative_to(out_dir)) for p in found[:4]) + (", ..." if len(found) > 4 else "")
+            raise RunFolderInUse(f"{out_dir} already holds a training run ({len(found)} file(s): {shown}); continue it "
+                                 "with --resume, replace it with --overwrite (removes only those files), or choose "
+                                 "another --run-name / --out")
+    checkpoints = out_dir / "checkpoints"
+    check_writable(folders=(out_dir, checkpoints) if checkpoints.exists() else (out_dir,))
+
+
+def clear_run_folder(out_dir: Path) -> list[Path]:
+    """Remove what `previous_run_files` finds (and the checkpoints/ and sweep point folders this leaves
+    empty); -> the files removed. Anything else in the folder stays."""
+    out_dir = Path(out_dir)
+    removed = previous_run_files(out_dir)
+    for path in removed:
+        path.unlink()
+    for folder in sorted({p.parent for p in removed} - {out_dir}, key=lambda p: len(p.parts), reverse=True):
+        for candidate in (folder, folder.parent):
+            if candidate != out_dir and candidate.is_dir() and not any(candidate.iterdir()):
+                candidate.rmdir()
+    return removed
+
+
+def resume_points(out_dir: Path, frameworks: list[str], seeds: list[int]) -> dict[tuple[str, int], Path | None]:
+    """For each (framework, seed): the last checkpoint `--resume` would continue from, or None (starts fresh)."""
+    points = {}
+    for seed in seeds:
+        for framework in frameworks:
+            last = checkpoint_paths(Path(out_dir), framework, seed)[0]
+            points[(framework, seed)] = last if last.is_file() else None
+    return points
+
+
+# ---------------------------------------------------------------------------------------------
 # the loop
 
 
 def train_one(framework: str, run: RunConfig, split, *, out_dir: Path, resume: bool = False,
               progress: bool = True) -> dict[str, Any]:
-    """Train and evaluate one framework at `run.train.seed`; -> the JSON-able result."""
-
+    """Train and evaluate one framework at `run.train.seed`; -> the JSON-able result. With `resume`, continue
+    from `out_dir`'s last checkpoint of this framework and seed if there is one (it must be this
+    configuration's), else start fresh."""
 
     t = run.train
     seed = t.seed
@@ -135,10 +224,10 @@ def train_one(framework: str, run: RunConfig, split, *, out_dir: Path, resume: b
     state = {"epoch": -1, "history": [], "best_epoch": None, "best_hr": -math.inf, "best_ndcg": -math.inf,
              "since_best": 0, "finished": False, "stopped_early": False}
     resumed_from = None
+    good_checkpoint = None  # the last checkpoint of this run known whole (a NaN stop points at it)
     if resume and last_path.exists():
-        weights, optimizer, meta = load_checkpoint(last_path)
-        if meta.get("config") != config_key(run) or meta.get("framework") != framework:
-            raise ValueError(f"{last_path} was written by another configuration; drop --resume or use another --run-name")
+        weights, optimizer, meta = load_checkpoint(last_path, run, framework)
+        good_checkpoint = last_path
         side.load_weights(weights)
         side.load_optimizer_arrays(optimizer)
         state.update(meta["state"])
@@ -146,8 +235,11 @@ def train_one(framework: str, run: RunConfig, split, *, out_dir: Path, resume: b
             state["finished"] = False  # a larger epoch budget: carry on
         resumed_from = state["epoch"]
 
+    run_hash, run_dir = config_hash(run), str(Path(out_dir).resolve())
+
     def meta() -> dict[str, Any]:
-        return {"version": CHECKPOINT_VERSION, "framework": framework, "config": config_key(run), "state": state}
+        return {"version": CHECKPOINT_VERSION, "framework": framework, "config": config_key(run),
+                "config_sha256": run_hash, "run_dir": run_dir, "state": state}
 
     bar = tqdm(range(state["epoch"] + 1, t.epochs if not state["finished"] else state["epoch"] + 1),
                desc=f"{framework} seed {seed}", disable=not progress, file=sys.stderr, unit="epoch")
@@ -157,7 +249,7 @@ def train_one(framework: str, run: RunConfig, split, *, out_dir: Path, resume: b
         losses = side.train_epoch(matrix, batches, epoch_masks(run.model, t, seed, epoch, len(users)))
         bad = np.flatnonzero(~np.isfinite(losses).all(axis=1))
         if bad.size:
-            raise TrainingDiverged(framework, seed, epoch, int(bad[0]), last_path if last_path.exists() else None)
+            raise TrainingDiverged(framework, seed, epoch, int(bad[0]), good_checkpoint)
         trained = time.perf_counter() - started
         val = evaluate(side, split.validation, split.fit, n_bootstrap=200)
         row = {"epoch": epoch, "loss": float(losses[:, 0].mean()), "val_hr": val.hr, "val_ndcg": val.ndcg}
@@ -179,6 +271,7 @@ def train_one(framework: str, run: RunConfig, split, *, out_dir: Path, resume: b
         elif epoch == t.epochs - 1:
             state["finished"] = True
         save_checkpoint(last_path, side.weights(), meta(), side.optimizer_arrays())
+        good_checkpoint = last_path
         bar.set_postfix(loss=f"{row['loss']:.4g}", val_hr=f"{val.hr:.4f}", best=f"{state['best_hr']:.4f}")
         if state["stopped_early"]:
             break
@@ -186,13 +279,13 @@ def train_one(framework: str, run: RunConfig, split, *, out_dir: Path, resume: b
 
     if state["best_epoch"] is None:
         raise ValueError("no epoch was trained (epochs = 0?)")
-    side.load_weights(load_checkpoint(best_path)[0])
+    side.load_weights(load_checkpoint(best_path, run, framework)[0])
     test = evaluate(side, split.test, split.train)
     result = {
         "framework": framework, "seed": seed, "dtype": t.dtype, "epochs_run": state["epoch"] + 1,
         "stopped_early": state["stopped_early"], "best_epoch": state["best_epoch"],
         "validation": {"hr": state["best_hr"], "ndcg": state["best_ndcg"]}, "test": test.to_dict(),
-        "history": state["history"], "resumed_from_epoch": resumed_from,
+        "history": state["history"], "resumed_from_epoch": resumed_from, "config_sha256": run_hash,
         "checkpoints": {"last": str(last_path), "best": str(best_path)},
     }
     best_row = next(h for h in state["history"] if h["epoch"] == state["best_epoch"])
@@ -232,11 +325,23 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def run_training(run: RunConfig, *, frameworks: list[str], seeds: list[int], out_dir: Path, resume: bool = False,
-                 progress: bool = True, data_dir=None, split=None) -> dict[str, Any]:
+def run_training(run: RunConfig, *, frameworks: list[str], seeds: list[int], out_dir: Path,
+                 existing: str = "refuse", progress: bool = True, data_dir=None, split=None) -> dict[str, Any]:
+    """Train every framework at every seed into `out_dir`; -> the train.json payload.
 
+    `existing` says what to do with a run already in `out_dir` (train.json or checkpoints): "refuse"
+    (`RunFolderInUse`, before any data is read), "resume" (each framework and seed continues from its
+    last checkpoint, or starts fresh without one) or "overwrite" (that run's files are removed once
+    the data has loaded; nothing else in the folder is touched)."""
+
+    _distinct("seeds", seeds)
+    _distinct("frameworks", frameworks)
+    out_dir = Path(out_dir)
+    check_run_folder(out_dir, existing)
     if split is None:
         split = load_split(run.data, data_dir)
+    if existing == "overwrite":
+        clear_run_folder(out_dir)
     if run.model.layer_sizes[0] != split.n_items:  # the input width is always the dataset's item count
         run = dataclasses.replace(run, model=dataclasses.replace(
             run.model, layer_sizes=(split.n_items, *run.model.layer_sizes[1:])))
@@ -244,13 +349,37 @@ def run_training(run: RunConfig, *, frameworks: list[str], seeds: list[int], out
     for seed in seeds:
         seeded = dataclasses.replace(run, train=dataclasses.replace(run.train, seed=seed))
         for framework in frameworks:
-            results.append(train_one(framework, seeded, split, out_dir=out_dir, resume=resume, progress=progress))
+            results.append(train_one(framework, seeded, split, out_dir=out_dir, resume=existing == "resume",
+                                     progress=progress))
     return {"command": "train", "config": run.to_dict(), "split": split.info, "frameworks": frameworks,
             "seeds": seeds, "runs": results, "summary": summarize(results)}
 
 
+def _distinct(what: str, values: list) -> None:
+    repeated = sorted({str(v) for v in values if list(values).count(v) > 1})
+    if repeated:
+        raise UsageError(f"{what} repeat ({', '.join(repeated)}): each would overwrite the other's checkpoints")
+
+
 # ---------------------------------------------------------------------------------------------
 # a sweep over one configuration field (e.g. the curvature)
+
+
+def sweep_runs(run: RunConfig, section: str, name: str, values: list[Any]) -> list[RunConfig]:
+    """`run` with `section.name` set to each value, every one checked (`ConfigError` naming the field and
+    value), and no two landing in the same folder."""
+    runs, folders = [], set()
+    for value in values:
+        values_of = run.to_dict()
+        if section not in values_of:
+            raise ConfigError(f"sweep over {section}.{name}: unknown section {section!r}")
+        values_of[section][name] = value
+        runs.append(RunConfig.from_dict(values_of))  # refuses an unknown field or a value out of range
+        folder = sweep_folder(Path(), name, value)
+        if folder in folders:
+            raise ConfigError(f"sweep over {section}.{name}: the value {value!r} is given twice")
+        folders.add(folder)
+    return runs
 
 
 def _sweep_point(value: Any, result: dict[str, Any]) -> dict[str, Any]:
@@ -280,7 +409,7 @@ def _sweep_point(value: Any, result: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_sweep(run: RunConfig, section: str, name: str, values: list[Any], *, frameworks: list[str],
-              seeds: list[int], out_dir: Path, resume: bool = False, progress: bool = True, data_dir=None,
+              seeds: list[int], out_dir: Path, existing: str = "refuse", progress: bool = True, data_dir=None,
               split=None, on_point: Callable[[Path, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """`run_training` once per value of `section.name`, each into `out_dir/<name>=<value>/`;
     -> the sweep JSON (`"command": "sweep"`): per value and framework, validation and test HR@10 /
@@ -288,18 +417,25 @@ def run_sweep(run: RunConfig, section: str, name: str, values: list[Any], *, fra
     validation HR@10 (then NDCG@10) of the first framework. The test never chooses.
 
     `on_point(folder, result)` is called with each value's training result as soon as it is done (the
-    command layer writes it to folder/train.json there, so a long sweep keeps what it finished)."""
+    command layer writes it to folder/train.json there, so a long sweep keeps what it finished).
+    `existing` as in `run_training`, for the whole sweep folder: "refuse" if any part of a previous run is
+    there, "resume" each value's run, or "overwrite" (all of the previous sweep's files, once the data
+    has loaded)."""
 
+    out_dir = Path(out_dir)
+    point_runs = sweep_runs(run, section, name, values)  # every value checked before any work
+    check_run_folder(out_dir, existing)
+    for value in values:
+        check_run_folder(sweep_folder(out_dir, name, value), existing)
     if split is None:
         split = load_split(run.data, data_dir)
+    if existing == "overwrite":
+        clear_run_folder(out_dir)
     points, runs = [], []
-    for value in values:
-        values_of = run.to_dict()
-        values_of[section][name] = value
-        point_run = RunConfig.from_dict(values_of)  # refuses an unknown field
-        folder = out_dir / f"{name}={value}"
-        result = run_training(point_run, frameworks=frameworks, seeds=seeds, out_dir=folder, resume=resume,
-                              progress=progress, split=split)
+    for value, point_run in zip(values, point_runs):
+        folder = sweep_folder(out_dir, name, value)
+        result = run_training(point_run, frameworks=frameworks, seeds=seeds, out_dir=folder,
+                              existing="resume" if existing == "resume" else "refuse", progress=progress, split=split)
         result["run_name"] = f"{out_dir.name}/{folder.name}"
         if on_point is not None:
             on_point(folder, result)
@@ -328,9 +464,9 @@ def _test_per_user(payload: dict[str, Any], framework: str, seed: int, split) ->
     record = next((r for r in payload["runs"] if r["framework"] == framework and r["seed"] == seed), None)
     if record is None:
         raise ValueError(f"no {framework} run with seed {seed} in {payload.get('run_name')}")
-    weights = load_checkpoint(Path(record["checkpoints"]["best"]))[0]
-    side = backend.get(framework).session(
-        dataclasses.replace(run, train=dataclasses.replace(run.train, dtype=record["dtype"])), weights)
+    seeded = dataclasses.replace(run, train=dataclasses.replace(run.train, seed=seed, dtype=record["dtype"]))
+    weights = load_checkpoint(Path(record["checkpoints"]["best"]), seeded, framework)[0]  # this run's, or refused
+    side = backend.get(framework).session(seeded, weights)
     scores = score_heldout(lambda users: side.score(dense_rows(split.train, users, side.dtype)), split.test)
     hit, ndcg = metrics.per_user(scores, split.test, K, candidate_scores=split.test.protocol == "neumf")
     return hit.astype(np.float64), ndcg, record["test"]["hr"]

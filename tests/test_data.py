@@ -382,14 +382,15 @@ def test_download_checks_the_hash(tmp_path, monkeypatch):
 
 def test_wrong_checksum_leaves_nothing_in_the_cache(tmp_path, monkeypatch):
     monkeypatch.setitem(D.REMOTE, "toy", (_remote(b"the right bytes"),))
-    with pytest.raises(D.ChecksumError, match="does not match its pinned sha256"):
+    with pytest.raises(D.ChecksumError, match="has sha256 .* not the pinned"):
         D.download("toy", tmp_path, downloader=_serving(b"tampered bytes"))
     assert list(tmp_path.iterdir()) == []
-    # a wrong file already in the cache is removed, even when the new download fails too
+    # a wrong file already in place is moved aside, never deleted, even when the new download fails too
     _write(tmp_path / "toy.zip", b"stale")
-    with pytest.raises(D.ChecksumError):
+    with pytest.raises(D.ChecksumError, match="moved aside"):
         D.download("toy", tmp_path, downloader=_serving(b"tampered bytes"))
-    assert list(tmp_path.iterdir()) == []
+    aside = tmp_path / f"toy.zip.mismatch-{hashlib.sha256(b'stale').hexdigest()[:8]}"
+    assert list(tmp_path.iterdir()) == [aside] and aside.read_bytes() == b"stale"
 
 
 def test_offline_fails_at_once_naming_file_source_and_destination(tmp_path, monkeypatch):
@@ -487,14 +488,19 @@ def test_download_neumf_end_to_end_with_derived_train(tmp_path, monkeypatch):
     assert len(paths) == 3
     data = D.load_dataset("ml-1m-neumf", data_dir=tmp_path)
     assert data.n_ratings == len(rows) - len(test)
-    # a wrong train file in the cache is replaced by a fresh derivation; a wrong pin writes nothing
+    # a wrong train file in place is moved aside (not deleted) and derived afresh; a wrong pin writes nothing
     _write(tmp_path / "ml-1m-neumf" / "ml-1m.train.rating", b"0\t0\n")
-    D.download("ml-1m-neumf", tmp_path, downloader=downloader)
+    notes = []
+    D.download("ml-1m-neumf", tmp_path, downloader=downloader, notify=notes.append)
     assert (tmp_path / "ml-1m-neumf" / "ml-1m.train.rating").read_bytes() == train
+    sha8 = hashlib.sha256(b"0\t0\n").hexdigest()[:8]
+    aside = tmp_path / "ml-1m-neumf" / f"ml-1m.train.rating.mismatch-{sha8}"
+    assert aside.read_bytes() == b"0\t0\n" and len(notes) == 1 and str(aside) in notes[0]
     monkeypatch.setattr(remote, "NEUMF_TRAIN_SHA256", "0" * 64)
     with pytest.raises(D.ChecksumError, match="nothing was written"):
         D.download("ml-1m-neumf", tmp_path, downloader=downloader)
     assert not (tmp_path / "ml-1m-neumf" / "ml-1m.train.rating").exists()
+    assert len(list((tmp_path / "ml-1m-neumf").glob("ml-1m.train.rating.mismatch-*"))) == 2  # both kept
     assert not list((tmp_path / "ml-1m-neumf").glob("*.part"))
 
 

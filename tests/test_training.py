@@ -178,15 +178,16 @@ def test_training_parity_suite_ml100k(require_dataset, dtype):
 # orchestration: `poincare-parity train`
 
 
-def _run(tmp_path, epochs=3, frameworks=("jax",), patience=None, lr=1e-3, resume=False, name="run"):
+def _run(tmp_path, epochs=3, frameworks=("jax",), patience=None, lr=1e-3, resume=False, name="run", existing=None):
     run = RunConfig(
         model=ModelConfig(layer_sizes=(0, 24), activation="tanh", loss="multinomial", input_dropout=0.3),
         optimizer=OptimizerConfig(name="adam", learning_rate=lr),
         data=DataConfig(dataset="ml-100k", protocol="neumf"),
         train=TrainConfig(epochs=epochs, batch_size=128, early_stopping_patience=patience),
     )
+    existing = existing or ("resume" if resume else "refuse")
     return training.run_training(run, frameworks=list(frameworks), seeds=[0], out_dir=tmp_path / name,
-                                 resume=resume, progress=False, split=_split())
+                                 existing=existing, progress=False, split=_split())
 
 
 _SPLIT = {}

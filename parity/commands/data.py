@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pandas as pd
@@ -13,6 +14,7 @@ from parity.data import (
     default_protocol,
     download,
     load_dataset,
+    resolve_data_dir,
     split_neumf,
     split_seed,
 )
@@ -95,8 +97,8 @@ def run_baselines(args) -> int:
 
 
 def fetch(args) -> int:
-    check_writable(args.json)
-    paths = download(args.dataset, args.data_dir)
+    check_writable(args.json, folders=(resolve_data_dir(args.data_dir),))
+    paths = download(args.dataset, args.data_dir, notify=lambda note: print(f"note: {note}", file=sys.stderr))
     for p in paths:
         print(f"ok  {p}")
     if args.json:

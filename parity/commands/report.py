@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from parity.errors import EXIT_OK, UsageError
-from parity.files import write_json
+from parity.files import check_writable, write_json
 from parity.report import FRAMEWORK_LABEL, write_report
 
 
@@ -22,6 +22,7 @@ def main(args) -> int:
         raise UsageError("say where to write it: --name NAME (reports/NAME) or --out DIR")
     if not inputs:
         inputs = [out]
+    check_writable(args.json, folders=(out,))
     summary = write_report(inputs, out, args.name)
     for p in summary["parity"]:
         print(f"{p['suite']:<7} {p['verdict']}" + (f" ({p['passed']}/{p['rows']})" if "rows" in p else ""))

@@ -18,6 +18,11 @@ output; logs/<stage>.log: the whole output; checkpoints/: training checkpoints, 
 stage that fails is shown in the report, with its last lines of output; the exit status is 0 only
 when every stage ran and every check passed.
 
+Running again into the same folder runs every stage afresh: a stage's JSON from before is removed
+before the stage starts (an old result is never passed off as new), and the training stages replace
+their own run folders under checkpoints/ (`train --overwrite`, which removes only the train.json and
+checkpoints `train` wrote there). Nothing else in the folder is removed.
+
 --quick: the parity suites in their quick forms, 12 training epochs per model (test HR@10 measured
 0.67 Euclidean, 0.70 hyperbolic, against 0.45 for popularity and 0.72-0.73 for the full presets), EASE
 over three lambdas, the bench on 1,536 users per epoch: measured 8.4 minutes on 2 CPU cores. --dataset synthetic needs no network: the models suite then skips its ML-100K
@@ -39,7 +44,7 @@ from typing import Any
 
 from parity import config as cfg
 from parity.errors import UsageError
-from parity.files import write_json
+from parity.files import check_writable, write_json
 
 AE_PRESET = "ae-neumf"
 QUICK_EPOCHS = 12
@@ -115,7 +120,7 @@ def plan(*, out: Path, dataset: str, quick: bool, device: str = "cpu", seeds: st
         presets.append(preset)
         argv = ["train", "--preset", preset, "--framework", "both", "--dataset", dataset, "--protocol", protocol,
                 "--out", str(out / "checkpoints" / stage_name), "--run-name", preset,
-                "--json", str(out / f"{stage_name}.json")]
+                "--json", str(out / f"{stage_name}.json"), "--overwrite"]  # a rerun replaces this stage's own run
         if quick:
             argv += ["--epochs", str(QUICK_EPOCHS)]
         if seeds:
@@ -327,6 +332,7 @@ def main(args) -> int:
                          _names(args.only), _names(args.skip))
     except ValueError as error:
         raise UsageError(str(error)) from None
+    check_writable(folders=(out, out / "logs"))  # after the options are checked: a typo creates no folder
     data_names = [args.dataset]
     models_stage = next(s for s in stages if s.name == "models")
     if not models_stage.skip and "--no-training" not in (models_stage.argv or []):

@@ -10,7 +10,7 @@ from parity import config as cfg
 from parity import training
 from parity.config import RunConfig
 from parity.data import default_protocol
-from parity.errors import EXIT_OK, UsageError
+from parity.errors import EXIT_OK, ConfigError, UsageError
 from parity.files import check_writable, write_json
 
 SECTIONS = tuple(cfg.SECTIONS)
@@ -75,6 +75,8 @@ def parse_seeds(text: str | None, run: RunConfig) -> list[int]:
         raise UsageError(f"--seeds {text!r}: expected integers >= 0, e.g. 0,1,2") from None
     if not seeds or min(seeds) < 0:
         raise UsageError(f"--seeds {text!r}: expected integers >= 0, e.g. 0,1,2")
+    if len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds {text!r}: a seed is given twice")
     return seeds
 
 
@@ -118,6 +120,25 @@ def _frameworks(args) -> list[str]:
     return ["jax", "torch"] if args.framework == "both" else [args.framework]
 
 
+def _existing(args) -> str:
+    """What to do with a run already in the output folder (`training.EXISTING`), from --resume / --overwrite."""
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite exclude each other: continue the run, or replace it")
+    return "resume" if args.resume else "overwrite" if args.overwrite else "refuse"
+
+
+def say_resume(folders: list[Path], frameworks: list[str], seeds: list[int]) -> None:
+    """--resume: say where each framework and seed continues from, or that it starts fresh."""
+    for folder in folders:
+        points = training.resume_points(folder, frameworks, seeds)
+        if not any(points.values()):
+            print(f"--resume: no checkpoint in {folder / 'checkpoints'} yet; starting fresh")
+            continue
+        for (framework, seed), last in points.items():
+            print(f"--resume: {framework} seed {seed} " + (f"continues from {last}" if last else
+                                                           "has no checkpoint yet; starts fresh"))
+
+
 def compare(args) -> int:
     check_writable(args.json)
     payloads = []
@@ -144,6 +165,7 @@ def main(args) -> int:
         return EXIT_OK
     if args.compare:
         return compare(args)
+    existing = _existing(args)
     run = resolve_config(args)
     seeds = parse_seeds(args.seeds, run)
     frameworks = _frameworks(args)
@@ -156,14 +178,24 @@ def main(args) -> int:
     if sweep and not args.run_name and not args.out:
         run_name = f"{run_name}-sweep-{sweep[1]}"
     out_dir = Path(args.out) if args.out else Path("reports") / run_name
+    if sweep:
+        try:
+            training.sweep_runs(run, *sweep)  # every value checked before any data is read
+        except ConfigError as error:
+            raise UsageError(f"--sweep {args.sweep!r}: {error}") from None
+    folders = [training.sweep_folder(out_dir, sweep[1], v) for v in sweep[2]] if sweep else [out_dir]
     check_writable(args.json, folders=(out_dir,))
+    for folder in ([out_dir] if sweep else []) + folders:  # a previous run there: refused unless --resume / --overwrite
+        training.check_run_folder(folder, existing)
+    if existing == "resume":
+        say_resume(folders, frameworks, seeds)
     if sweep:
         def write_point(folder: Path, result: dict[str, Any]) -> None:
             result["run_name"] = f"{out_dir.name}/{folder.name}"
             write_json(folder / "train.json", result, command="train")
 
         payload = training.run_sweep(run, *sweep, frameworks=frameworks, seeds=seeds, out_dir=out_dir,
-                                     resume=args.resume, progress=not args.no_progress, data_dir=args.data_dir,
+                                     existing=existing, progress=not args.no_progress, data_dir=args.data_dir,
                                      on_point=write_point)
         payload["run_name"], payload["preset"] = run_name, args.preset
         print_sweep(payload)
@@ -175,7 +207,7 @@ def main(args) -> int:
         if args.json:
             print(f"wrote {write_json(args.json, payload, command='train')}")
         return EXIT_OK
-    result = training.run_training(run, frameworks=frameworks, seeds=seeds, out_dir=out_dir, resume=args.resume,
+    result = training.run_training(run, frameworks=frameworks, seeds=seeds, out_dir=out_dir, existing=existing,
                                    progress=not args.no_progress, data_dir=args.data_dir)
     result["run_name"], result["preset"] = run_name, args.preset
     print_summary(result)

@@ -26,7 +26,8 @@ class DatasetNotFoundError(DataError, FileNotFoundError):
 
 
 class ChecksumError(DataError):
-    """A file's hash is not the pinned one (the file has been removed)."""
+    """A file's hash is not the pinned one (a download of ours is discarded; a file that was already in
+    place is moved aside, never deleted)."""
 
 
 class DownloadError(DataError):

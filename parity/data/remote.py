@@ -79,37 +79,69 @@ def _file_hash(path: Path, algorithm: str = "sha256") -> str:
     return h.hexdigest()
 
 
-def _fetch(remote: RemoteFile, root: Path, downloader: Callable | None) -> Path:
-    """Fetch one file with pooch (hash checked before the file is moved into place)."""
-    import pooch  # lazily: requests is slow to import
-    import requests
+def _move_aside(path: Path, actual_sha256: str) -> Path:
+    """Rename a file whose hash is not the pinned one to `<name>.mismatch-<sha8>` beside it (a free name;
+    never over another file): a file someone put here by hand is never deleted."""
+    aside = path.with_name(f"{path.name}.mismatch-{actual_sha256[:8]}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.mismatch-{actual_sha256[:8]}-{n}")
+    path.rename(aside)
+    return aside
+
+
+def _set_aside(target: Path, actual: str, expected: str, notify: Callable[[str], None] | None) -> str:
+    """Move `target` (sha256 `actual`, not the pinned `expected`) aside; -> a sentence saying so, also
+    handed to `notify`."""
+    aside = _move_aside(target, actual)
+    note = (f"the file already at {target} has sha256 {actual}, not the pinned {expected}: "
+            f"moved aside to {aside} (not deleted)")
+    if notify is not None:
+        notify(note)
+    return note
+
+
+def _fetch(remote: RemoteFile, root: Path, downloader: Callable | None,
+           notify: Callable[[str], None] | None = None) -> Path:
+    """Fetch one file: downloaded to a temporary file of ours beside the target, its sha256 checked,
+    then renamed into place. A file already at the target with the pinned hash is kept; with another
+    hash it is moved aside (`_move_aside`), never deleted. On any failure, only our own temporary
+    file is removed."""
+    import requests  # lazily: requests is slow to import
 
     target = root / remote.fname
+    moved = ""
     if target.exists():
-        if _file_hash(target) == remote.sha256:
+        actual = _file_hash(target)
+        if actual == remote.sha256:
             return target
-        target.unlink()  # a wrong file never stays in the cache
+        moved = _set_aside(target, actual, remote.sha256, notify)
     target.parent.mkdir(parents=True, exist_ok=True)
-    pooch.get_logger().setLevel("WARNING")
     if downloader is None:
+        import pooch
+
         downloader = pooch.HTTPDownloader(progressbar=sys.stderr.isatty(), timeout=30)
+    part = target.with_name(f".{target.name}.{os.getpid()}.part")  # ours alone: removed whatever happens
+    also = f" ({moved})" if moved else ""
     try:
-        got = pooch.retrieve(remote.url, known_hash=f"sha256:{remote.sha256}", fname=target.name,
-                             path=target.parent, downloader=downloader)
-    except ValueError as err:  # pooch: hash mismatch; it has already deleted the download
-        if target.exists():
-            target.unlink()
-        raise ChecksumError(f"{remote.fname} from {remote.url} does not match its pinned sha256 "
-                            f"{remote.sha256}; the file was removed ({err})") from err
-    except (requests.exceptions.RequestException, OSError) as err:
-        if target.exists() and _file_hash(target) != remote.sha256:
-            target.unlink()
-        raise DownloadError(
-            f"could not download {remote.fname} from {remote.url} ({type(err).__name__}: {err}).\n"
-            f"Offline? Fetch it by hand from {remote.url} ({remote.source}) and put it at {target}; "
-            f"its sha256 must be {remote.sha256}."
-        ) from err
-    return Path(got)
+        try:
+            downloader(remote.url, str(part), None)
+        except (requests.exceptions.RequestException, OSError) as err:
+            raise DownloadError(
+                f"could not download {remote.fname} from {remote.url} ({type(err).__name__}: {err}).\n"
+                f"Offline? Fetch it by hand from {remote.url} ({remote.source}) and put it at {target}; "
+                f"its sha256 must be {remote.sha256}{also}."
+            ) from err
+        actual = _file_hash(part)
+        if actual != remote.sha256:
+            raise ChecksumError(f"{remote.fname} downloaded from {remote.url} has sha256 {actual}, not the pinned "
+                                f"{remote.sha256}; the download was discarded and nothing was put at {target}{also}")
+        os.replace(part, target)
+    finally:
+        if part.exists():
+            part.unlink()
+    return target
 
 
 def derive_neumf_train(ratings_dat: bytes, test_rating: np.ndarray) -> bytes:
@@ -152,38 +184,50 @@ def _two_column_sha256(path: Path) -> str | None:
     return hashlib.sha256(frame.to_csv(sep="\t", header=False, index=False, lineterminator="\n").encode()).hexdigest()
 
 
-def _derive_neumf(root: Path, downloader: Callable | None) -> Path:
-    """ml-1m.train.rating: kept if it (or its first two columns) has the pinned hash, else derived."""
+def _derive_neumf(root: Path, downloader: Callable | None, notify: Callable[[str], None] | None = None) -> Path:
+    """ml-1m.train.rating: kept if it (or its first two columns) has the pinned hash, else derived (a file
+    with another hash already there is moved aside, never deleted)."""
     target = root / "ml-1m-neumf" / "ml-1m.train.rating"
+    moved = ""
     if target.exists():
         # the 2-column file, or the authors' 4-column file put here by hand, whose pairs match
-        if _file_hash(target) == NEUMF_TRAIN_SHA256 or _two_column_sha256(target) == NEUMF_TRAIN_SHA256:
+        actual = _file_hash(target)
+        if actual == NEUMF_TRAIN_SHA256 or _two_column_sha256(target) == NEUMF_TRAIN_SHA256:
             return target
-        target.unlink()  # a wrong file never stays in the cache
+        moved = _set_aside(target, actual, NEUMF_TRAIN_SHA256, notify)
+    also = f" ({moved})" if moved else ""
     try:
-        zip_path = _fetch(REMOTE["ml-1m"][0], root, downloader)
+        zip_path = _fetch(REMOTE["ml-1m"][0], root, downloader, notify)
     except DownloadError as err:
         raise DownloadError(f"{err}\nml-1m-neumf's ml-1m.train.rating is derived from ml-1m.zip (all ratings "
                             f"minus the test rows). Or put the NeuMF authors' ml-1m.train.rating "
-                            f"({_NEUMF_RAW}/ml-1m.train.rating) at {target}.") from err
+                            f"({_NEUMF_RAW}/ml-1m.train.rating) at {target}; the sha256 of its first two columns "
+                            f"(user<TAB>item lines) must be {NEUMF_TRAIN_SHA256}{also}.") from err
     ratings = read_bytes(zip_path, "ml-1m/ratings.dat")
     test = read_neumf_rating(root / "ml-1m-neumf" / "ml-1m.test.rating")
     derived = derive_neumf_train(ratings, test)
     sha = hashlib.sha256(derived).hexdigest()
     if sha != NEUMF_TRAIN_SHA256:
         raise ChecksumError(f"the derived {target} has sha256 {sha}, not the pinned {NEUMF_TRAIN_SHA256}; "
-                            "nothing was written")
-    tmp = target.with_suffix(".rating.part")
-    tmp.write_bytes(derived)
-    tmp.replace(target)
+                            f"nothing was written{also}")
+    part = target.with_name(f".{target.name}.{os.getpid()}.part")  # ours alone: removed whatever happens
+    try:
+        part.write_bytes(derived)
+        os.replace(part, target)
+    finally:
+        if part.exists():
+            part.unlink()
     return target
 
 
 def download(name: str | None = None, data_dir: str | os.PathLike | None = None,
-             downloader: Callable | None = None) -> list[Path]:
+             downloader: Callable | None = None, notify: Callable[[str], None] | None = None) -> list[Path]:
     """Fetch `name` (default: every dataset) into the data directory, checking pinned hashes.
 
-    `downloader` is passed to pooch (tests give a fake one). Returns the local files.
+    `downloader(url, output_file, pooch)` fetches one file (default: pooch's HTTP downloader; tests
+    give a fake one). A file already in place with another hash than the pinned one is moved aside to
+    `<name>.mismatch-<sha8>` and `notify` (if given) is called with a sentence saying so: nothing a user
+    put in the data directory is ever deleted. Returns the local files.
     """
     names = list(REMOTE) if name is None else [name]
     for n in names:
@@ -193,7 +237,7 @@ def download(name: str | None = None, data_dir: str | os.PathLike | None = None,
     got: list[Path] = []
     for n in names:
         for remote in REMOTE[n]:
-            got.append(_fetch(remote, root, downloader))
+            got.append(_fetch(remote, root, downloader, notify))
         if n == "ml-1m-neumf":
-            got.append(_derive_neumf(root, downloader))
+            got.append(_derive_neumf(root, downloader, notify))
     return got

@@ -61,7 +61,7 @@ def data_mesh(devices: int | Sequence[jax.Device] | None = None) -> Mesh:
     return Mesh(np.asarray(list(devices)), (DATA_AXIS,))
 
 
-@functools.cache
+@functools.lru_cache(maxsize=64)
 def _replicated_program(step: Callable, replicated: NamedSharding, static: tuple) -> Callable:
     """`step` compiled with its static arguments bound, the parameters and optimizer state donated, and
     every output (parameters, optimizer state, losses) replicated; the inputs' placement is the one

@@ -12,6 +12,7 @@ the caller hands in, in the order given, so that `torch_ref.train` can be fed th
         .score(batch) -> outputs (no dropout)
         .code(batch) -> the code layer (the model's `encode`, no dropout)
         .model, .params, .opt_state
+    (jax_impl.distributed.DataParallelTrainer: the same over a mesh of devices, the batch rows sharded)
 
 k is 1, or 2 with dense re-feeding (the second loss is the re-fed step's). The optimizer is an
 argument, so the hyperbolic model reuses all of this with a Riemannian optax transformation

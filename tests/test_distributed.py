@@ -84,8 +84,12 @@ def _optimizers(model: ModelConfig, optimizer: OptimizerConfig):
 
 def _epoch_masks(model: ModelConfig, refeed: bool, n_rows: int, epoch: int) -> tuple:
     r = np.random.default_rng([7, epoch])
-    draw = lambda rate, width: None if rate == 0 else r.random((n_rows, width)) >= rate  # noqa: E731
-    pair = lambda: [draw(model.input_dropout, model.layer_sizes[0]), draw(model.code_dropout, model.layer_sizes[-1])]  # noqa: E731
+    def draw(rate, width):
+        return None if rate == 0 else r.random((n_rows, width)) >= rate
+
+    def pair():
+        return [draw(model.input_dropout, model.layer_sizes[0]), draw(model.code_dropout, model.layer_sizes[-1])]
+
     return tuple(pair() + (pair() if refeed else [None, None]))
 
 
@@ -141,7 +145,8 @@ _JAX_WORKER = textwrap.dedent("""
         if devices is not None and spec["hlo"]:  # the compiled 2-device epoch, for inspection
             rows, stacked = trainer._put_rows((np.stack(batches[:2]), jt._stack_masks(trainer._put(masks), 2,
                                                                                         len(batches[0]))), axis=1)
-            program = jd._replicated_program(jt._scan_epoch, trainer._replicated, tuple(sorted(trainer._static.items())))
+            static = tuple(sorted(trainer._static.items()))
+            program = jd._replicated_program(jt._scan_epoch, trainer._replicated, static)
             out["hlo"] = np.asarray(program.lower(trainer.params, trainer.opt_state, trainer.rest, matrix, rows,
                                                   stacked).compile().as_text())
             out["rows_sharded"] = np.asarray(rows.sharding.spec == jax.sharding.PartitionSpec(None, jd.DATA_AXIS))
@@ -259,7 +264,8 @@ def test_torch_two_processes_equal_one_process(name, ranks):
 @pytest.mark.parametrize("name", CASE_PARAMS)
 def test_frameworks_agree_on_two_devices(name, ranks, tmp_path_factory):
     j, t = jax_case(name, tmp_path_factory), torch_case(name, ranks)
-    loss_err, weight_err = _relative_errors(j["many/losses"], _weights(j, "many"), t["many/losses"], _weights(t, "many"))
+    loss_err, weight_err = _relative_errors(j["many/losses"], _weights(j, "many"),
+                                            t["many/losses"], _weights(t, "many"))
     assert loss_err <= TOLERANCE and weight_err <= TOLERANCE, (loss_err, weight_err)
 
 
@@ -310,7 +316,8 @@ class PlainMeanTrainer(td.DataParallelTrainer):
 def _build_plain_mean(key, pickled_model, optimizer, dense_refeeding):
     import pickle
 
-    td._RANK["trainers"][key] = PlainMeanTrainer(pickle.loads(pickled_model), optimizer, dense_refeeding=dense_refeeding)
+    model = pickle.loads(pickled_model)
+    td._RANK["trainers"][key] = PlainMeanTrainer(model, optimizer, dense_refeeding=dense_refeeding)
 
 
 def test_plain_mean_ddp_fails_the_check(ranks):
@@ -449,7 +456,8 @@ def test_ml100k_two_devices_train_like_one(require_dataset, ranks, tmp_path):
     optimizer = OptimizerConfig(name="adam", learning_rate=1e-3)
     weights = convert.init_weights(model, 0)
     matrix = dense_rows(split.fit, users, np.float64)
-    epochs = [(batch_order(len(users), 128, 0, epoch), _epoch_masks(model, False, len(users), epoch)) for epoch in range(2)]
+    epochs = [(batch_order(len(users), 128, 0, epoch), _epoch_masks(model, False, len(users), epoch))
+              for epoch in range(2)]
     heldout = split.validation
     inputs = dense_rows(split.fit, heldout.users, np.float64)
 

@@ -1,15 +1,17 @@
 """Data-parallel training (PyTorch): torch.distributed and DistributedDataParallel, one process per device.
 
-    data_parallel_trainer(model, optimizer, *, devices, dense_refeeding=False, device="cpu")
-        -> SpawnedDataParallelTrainer                      the name `jax_impl.distributed` shares
-    epoch_seconds(model, optimizer, matrix, epochs, *, devices, dense_refeeding=False, device="cpu")
-        -> seconds per epoch                               the name `jax_impl.distributed` shares
+    data_parallel_trainer(model, optimizer, *, devices, dense_refeeding=False, device="cpu", timeout=None,
+                          threads_per_process=None) -> SpawnedDataParallelTrainer
+    epoch_seconds(model, optimizer, matrix, epochs, *, devices, dense_refeeding=False, device="cpu",
+                  timeout=None, threads_per_process=None) -> seconds per epoch
+        (both: the names and leading arguments of `jax_impl.distributed`'s; the keywords after
+        dense_refeeding are PyTorch's own)
     DataParallelTrainer(model, optimizer, *, dense_refeeding=False, group=None)
         the `torch_ref.train.Trainer` API inside one process of a process group (torchrun, or the
         processes below); every rank is handed the same global batch and trains on its own block
         .replica_max_difference() -> largest difference between two ranks' copies of the state
     SpawnedDataParallelTrainer(model, optimizer, *, devices=None, processes=None, dense_refeeding=False,
-                               device="cpu", timeout=None)
+                               device="cpu", timeout=None, threads_per_process=None)
         the same API in the calling process: each call is forwarded to a DataParallelTrainer in every
         rank process; .model / .optimizer are copies of rank 0's, edits to them reach every rank
         .put(array) -> a shared-memory tensor (the training matrix: once, not per epoch)
@@ -26,18 +28,25 @@ batch's loss is sum_r S_r / max(n, 1) with n = sum_r n_r, so rank r back-propaga
 
     N * L_r * max(n_r, 1) / max(n, 1)          (n all-reduced each step)
 
-and the average over ranks is exactly the single-device gradient of the global batch, whatever the
-split (a rank with no rows contributes a zero gradient). The reported loss is the sum over ranks of
-L_r * max(n_r, 1) / max(n, 1), all-reduced once per epoch. geoopt's Riemannian optimizers then step on
-every rank with the same all-reduced gradient from the same state: each rank's ball parameters stay
-the same bits (DDP broadcasts rank 0's parameters once, at construction; `replica_max_difference`
-checks it after training).
+and the average over ranks is the single-device gradient of the global batch, whatever the split,
+up to the order of the sums (a rank with no rows contributes a zero gradient). The reported loss is
+the sum over ranks of L_r * max(n_r, 1) / max(n, 1), all-reduced once per epoch. geoopt's Riemannian
+optimizers then step on every rank with the same all-reduced gradient from the same state: each
+rank's ball parameters stay the same bits (DDP broadcasts rank 0's parameters once, at construction;
+`replica_max_difference` checks it after training).
 
 Processes. `RankProcesses` starts them with torch.multiprocessing's "spawn" and joins them through a
 TCPStore that the calling process holds on 127.0.0.1 (the OS picks a free port; gloo is pinned to
-the loopback interface). Every call has a deadline (`timeout`), a dead or failing rank stops the
-whole group with that rank's traceback, and `close()` (also at garbage collection, at exit, and when
-the calling process dies) ends every process. Tensors pass through shared memory, not pipes.
+the loopback interface). With `timeout` set every call and collective has a deadline; a dead,
+failing or late rank stops the whole group with that rank's traceback; `close()` (also run at garbage
+collection, at exit, and when the calling process dies) ends every process. Tensors pass through
+shared memory, not pipes.
+
+Under torchrun (one process per GPU; the launcher sets the rank environment), each process runs
+
+    dist.init_process_group("nccl"); torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    trainer = DataParallelTrainer(model.cuda(), optimizer, dense_refeeding=...)
+    trainer.train_epoch(matrix, batch_order(...), masks)   # every rank: the same global batches and masks
 """
 
 from __future__ import annotations
@@ -188,7 +197,9 @@ def _flat_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> Tensor:
     tensors = [p.detach() for p in model.parameters()]
     for per_param in optimizer.state.values():
         tensors += [v.detach() for _, v in sorted(per_param.items()) if isinstance(v, Tensor)]
-    return torch.cat([t.reshape(-1).to(torch.float64) for t in tensors]) if tensors else torch.zeros(0, dtype=torch.float64)
+    if not tensors:
+        return torch.zeros(0, dtype=torch.float64)
+    return torch.cat([t.reshape(-1).to(torch.float64) for t in tensors])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -449,10 +460,11 @@ class SpawnedDataParallelTrainer:
 
     def __init__(self, model: nn.Module, optimizer: OptimizerFactory, *, devices: int | None = None,
                  processes: RankProcesses | None = None, dense_refeeding: bool = False, device: str = "cpu",
-                 timeout: float | None = None):
+                 timeout: float | None = None, threads_per_process: int | None = None):
         if (devices is None) == (processes is None):
             raise ValueError("give either devices (processes are started and owned here) or processes")
-        self.processes = processes or RankProcesses(devices, device=device, timeout=timeout)
+        self.processes = processes or RankProcesses(devices, device=device, timeout=timeout,
+                                                    threads_per_process=threads_per_process)
         self._owns_processes = processes is None
         self.dense_refeeding = dense_refeeding
         self._key = next(_KEYS)
@@ -550,21 +562,26 @@ class SpawnedDataParallelTrainer:
 
 
 def data_parallel_trainer(model: nn.Module, optimizer: OptimizerFactory, *, devices: int,
-                          dense_refeeding: bool = False, device: str = "cpu",
-                          timeout: float | None = None) -> SpawnedDataParallelTrainer:
+                          dense_refeeding: bool = False, device: str = "cpu", timeout: float | None = None,
+                          threads_per_process: int | None = None) -> SpawnedDataParallelTrainer:
     """A `SpawnedDataParallelTrainer` on `devices` new rank processes (the name `jax_impl.distributed`
-    shares). Close it (or use it as a context manager) to stop them."""
+    shares; `device`, `timeout`, `threads_per_process` as `RankProcesses` takes them). Close it (or use
+    it as a context manager) to stop them."""
     return SpawnedDataParallelTrainer(model, optimizer, devices=devices, dense_refeeding=dense_refeeding,
-                                      device=device, timeout=timeout)
+                                      device=device, timeout=timeout, threads_per_process=threads_per_process)
 
 
 def epoch_seconds(model: nn.Module, optimizer: OptimizerFactory, matrix,
                   epochs: Sequence[tuple[Sequence[np.ndarray], StepMasks]], *, devices: int,
-                  dense_refeeding: bool = False, device: str = "cpu", timeout: float | None = None) -> np.ndarray:
+                  dense_refeeding: bool = False, device: str = "cpu", timeout: float | None = None,
+                  threads_per_process: int | None = None) -> np.ndarray:
     """Train on `devices` rank processes for one epoch per (batches, masks) of `epochs`; -> rank 0's
     wall-clock seconds of each epoch, from a barrier to the all-reduced losses (process start-up and
     the transfer of the inputs excluded; the matrix is put on each device once). The first epoch
-    includes warm-up: report it apart. Throughput is rows per epoch / seconds."""
+    includes warm-up: report it apart. Throughput is rows per epoch / seconds.
+
+    On CPU the ranks share the cores: by default each gets cores // devices torch threads, so every
+    device count uses the same number of threads in all."""
     with data_parallel_trainer(model, optimizer, devices=devices, dense_refeeding=dense_refeeding, device=device,
-                               timeout=timeout) as trainer:
+                               timeout=timeout, threads_per_process=threads_per_process) as trainer:
         return np.asarray(trainer.epoch_seconds(matrix, epochs))

@@ -11,6 +11,7 @@ consuming exactly the batches and dropout masks the caller hands in, in the orde
         .score(batch) -> outputs (no dropout)
         .code(batch) -> the code layer (the model's `encode`, no dropout)
         .model, .optimizer
+    (torch_ref.distributed.DataParallelTrainer: the same with DistributedDataParallel, one process per device)
 
 A train step (DeepRecommender's, Kuchaiev & Ginsburg 2017):
 

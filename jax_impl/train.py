@@ -12,6 +12,7 @@ the caller hands in, in the order given, so that `torch_ref.train` can be fed th
         .score(batch) -> outputs (no dropout)
         .code(batch) -> the code layer (the model's `encode`, no dropout)
         .model, .params, .opt_state
+    (jax_impl.distributed.DataParallelTrainer: the same over a mesh of devices, the batch rows sharded)
 
 k is 1, or 2 with dense re-feeding (the second loss is the re-fed step's). The optimizer is an
 argument, so the hyperbolic model reuses all of this with a Riemannian optax transformation
@@ -190,9 +191,9 @@ class Trainer:
 
     def train_step(self, batch, masks: StepMasks = StepMasks()) -> np.ndarray:
         """One step (two with dense re-feeding) on a dense (batch, n_items) array; -> losses (k,)."""
-        masks = StepMasks(*(None if m is None else jnp.asarray(m) for m in masks))
-        self.params, self.opt_state, losses = _train_step(self.params, self.opt_state, self.rest, jnp.asarray(batch),
-                                                          masks, **self._static)
+        batch, masks = self._put_rows((batch, StepMasks(*masks)))
+        self.params, self.opt_state, losses = self._program(_train_step)(self.params, self.opt_state, self.rest, batch,
+                                                                         masks)
         return np.asarray(losses)
 
     def train_epoch(self, matrix, batches: Sequence[np.ndarray], masks: StepMasks = StepMasks()) -> np.ndarray:
@@ -214,30 +215,46 @@ class Trainer:
     def _epoch(self, matrix, batches: Sequence[np.ndarray], masks: StepMasks, *, scan: bool) -> np.ndarray:
         if not batches:
             return np.zeros((0, 2 if self.dense_refeeding else 1))
-        matrix = jnp.asarray(matrix)
-        masks = StepMasks(*(None if m is None else jnp.asarray(m) for m in masks))
+        matrix = self._put(matrix)
+        masks = self._put(StepMasks(*masks))
         batch_size = len(batches[0])
         n_scanned = next((i for i, b in enumerate(batches) if len(b) != batch_size), len(batches)) if scan else 0
         pieces = []
         if n_scanned:
-            rows = jnp.asarray(np.stack(batches[:n_scanned]))
-            self.params, self.opt_state, losses = _scan_epoch(
-                self.params, self.opt_state, self.rest, matrix, rows, _stack_masks(masks, n_scanned, batch_size),
-                **self._static)
+            rows, stacked = self._put_rows((np.stack(batches[:n_scanned]), _stack_masks(masks, n_scanned, batch_size)),
+                                           axis=1)
+            self.params, self.opt_state, losses = self._program(_scan_epoch)(
+                self.params, self.opt_state, self.rest, matrix, rows, stacked)
             pieces.append(losses)
         start = n_scanned * batch_size
         for rows in batches[n_scanned:]:  # one jitted step each, dispatched without waiting
-            step_masks = _slice_masks(masks, start, start + len(rows))
-            self.params, self.opt_state, losses = _gather_step(
-                self.params, self.opt_state, self.rest, matrix, jnp.asarray(rows), step_masks, **self._static)
+            step_rows, step_masks = self._put_rows((np.asarray(rows), _slice_masks(masks, start, start + len(rows))))
+            self.params, self.opt_state, losses = self._program(_gather_step)(
+                self.params, self.opt_state, self.rest, matrix, step_rows, step_masks)
             pieces.append(losses[None])
             start += len(rows)
         return np.asarray(jnp.concatenate(pieces))
 
     def score(self, batch) -> np.ndarray:
         """Model outputs for a dense (batch, n_items) array, dropout off."""
-        return np.asarray(_forward(self.params, self.rest, jnp.asarray(batch), graphdef=self.graphdef))
+        return np.asarray(_forward(self.params, self.rest, self._put_rows(batch), graphdef=self.graphdef))
 
     def code(self, batch) -> np.ndarray:
         """The code layer (`model.encode`) for a dense (batch, n_items) array, dropout off."""
-        return np.asarray(_encode(self.params, self.rest, jnp.asarray(batch), graphdef=self.graphdef))
+        return np.asarray(_encode(self.params, self.rest, self._put_rows(batch), graphdef=self.graphdef))
+
+    # Where arrays go and which program runs them. One device here: every array on the default device,
+    # the jitted functions above as they are. `jax_impl.distributed.DataParallelTrainer` overrides these
+    # three to replicate the state and shard the rows of every batch over a device mesh.
+
+    def _put(self, tree):
+        """Arrays every step reads whole (the training matrix, an epoch's masks) -> device arrays."""
+        return jax.tree.map(jnp.asarray, tree)
+
+    def _put_rows(self, tree, axis: int = 0):
+        """Arrays whose `axis` runs over a batch's rows (a batch, its row indices, its masks) -> device arrays."""
+        return jax.tree.map(jnp.asarray, tree)
+
+    def _program(self, step: Callable) -> Callable:
+        """`step` (`_train_step`, `_gather_step` or `_scan_epoch`) with this trainer's static arguments."""
+        return functools.partial(step, **self._static)

@@ -18,6 +18,7 @@ on every parameter group before each step. Nothing of geoopt's update rule is re
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -100,7 +101,8 @@ def _initial_lr(learning_rate: ScalarOrSchedule) -> float:
 def riemannian_sgd(learning_rate: ScalarOrSchedule, momentum: float = 0.0, dampening: float = 0.0,
                    weight_decay: float = 0.0, nesterov: bool = False, stabilize: int | None = None, *,
                    exact: bool = False) -> OptimizerFactory:
-    """factory(params) -> ``geoopt.optim.RiemannianSGD`` with these options.
+    """factory(params) -> ``geoopt.optim.RiemannianSGD`` with these options (picklable when the learning
+    rate is: a spawned process can build it).
 
     The update rule is ``jax_impl.optim.riemannian_sgd``'s (which follows this optimizer): coupled
     weight decay, ``egrad2rgrad``, momentum buffer started at the raw first gradient, then
@@ -120,22 +122,25 @@ def riemannian_sgd(learning_rate: ScalarOrSchedule, momentum: float = 0.0, dampe
       Bécigneul & Ganea, `Riemannian Adaptive Optimization Methods <https://arxiv.org/abs/1810.00760>`_,
       ICLR 2019.
     """
+    return functools.partial(_build_riemannian_sgd, learning_rate=learning_rate, momentum=momentum,
+                             dampening=dampening, weight_decay=weight_decay, nesterov=nesterov, stabilize=stabilize,
+                             exact=exact)
 
-    def factory(params):
-        params = list(params)
-        _check_exactness(params, exact)
-        optimizer = geoopt.optim.RiemannianSGD(params, lr=_initial_lr(learning_rate), momentum=momentum,
-                                               dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
-                                               stabilize=stabilize)
-        return _with_schedule(optimizer, learning_rate)
 
-    return factory
+def _build_riemannian_sgd(params, *, learning_rate, momentum, dampening, weight_decay, nesterov, stabilize, exact):
+    params = list(params)
+    _check_exactness(params, exact)
+    optimizer = geoopt.optim.RiemannianSGD(params, lr=_initial_lr(learning_rate), momentum=momentum,
+                                           dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+                                           stabilize=stabilize)
+    return _with_schedule(optimizer, learning_rate)
 
 
 def riemannian_adam(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
                     weight_decay: float = 0.0, amsgrad: bool = False, stabilize: int | None = None, *,
                     exact: bool = False) -> OptimizerFactory:
-    """factory(params) -> ``geoopt.optim.RiemannianAdam`` with these options (``betas = (b1, b2)``).
+    """factory(params) -> ``geoopt.optim.RiemannianAdam`` with these options (``betas = (b1, b2)``;
+    picklable when the learning rate is).
 
     The update rule is ``jax_impl.optim.riemannian_adam``'s (which follows this optimizer): coupled
     weight decay, ``egrad2rgrad``, first moment transported, second moment the Riemannian
@@ -155,15 +160,16 @@ def riemannian_adam(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float 
       Bécigneul & Ganea, `Riemannian Adaptive Optimization Methods <https://arxiv.org/abs/1810.00760>`_,
       ICLR 2019.
     """
+    return functools.partial(_build_riemannian_adam, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps,
+                             weight_decay=weight_decay, amsgrad=amsgrad, stabilize=stabilize, exact=exact)
 
-    def factory(params):
-        params = list(params)
-        _check_exactness(params, exact)
-        optimizer = geoopt.optim.RiemannianAdam(params, lr=_initial_lr(learning_rate), betas=(b1, b2), eps=eps,
-                                                weight_decay=weight_decay, amsgrad=amsgrad, stabilize=stabilize)
-        return _with_schedule(optimizer, learning_rate)
 
-    return factory
+def _build_riemannian_adam(params, *, learning_rate, b1, b2, eps, weight_decay, amsgrad, stabilize, exact):
+    params = list(params)
+    _check_exactness(params, exact)
+    optimizer = geoopt.optim.RiemannianAdam(params, lr=_initial_lr(learning_rate), betas=(b1, b2), eps=eps,
+                                            weight_decay=weight_decay, amsgrad=amsgrad, stabilize=stabilize)
+    return _with_schedule(optimizer, learning_rate)
 
 
 def from_config(config: OptimizerConfig, *, learning_rate: ScalarOrSchedule | None = None) -> OptimizerFactory:

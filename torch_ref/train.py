@@ -11,6 +11,7 @@ consuming exactly the batches and dropout masks the caller hands in, in the orde
         .score(batch) -> outputs (no dropout)
         .code(batch) -> the code layer (the model's `encode`, no dropout)
         .model, .optimizer
+    (torch_ref.distributed.DataParallelTrainer: the same with DistributedDataParallel, one process per device)
 
 A train step (DeepRecommender's, Kuchaiev & Ginsburg 2017):
 
@@ -21,6 +22,7 @@ A train step (DeepRecommender's, Kuchaiev & Ginsburg 2017):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -35,15 +37,16 @@ OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 
 def euclidean_optimizer(config: OptimizerConfig) -> OptimizerFactory:
-    """torch.optim.Adam or SGD from the options `jax_impl.train.euclidean_optimizer` reads."""
+    """torch.optim.Adam or SGD from the options `jax_impl.train.euclidean_optimizer` reads (a picklable
+    factory: a spawned process can build it)."""
     problems = euclidean_optimizer_problems(config)
     if problems:
         raise ValueError("; ".join(problems) + " (torch_ref.optim's Riemannian optimizers take it)")
     if config.name == "adam":
-        return lambda params: torch.optim.Adam(params, lr=config.learning_rate, betas=(config.b1, config.b2),
-                                               eps=config.eps, weight_decay=config.weight_decay)
-    return lambda params: torch.optim.SGD(params, lr=config.learning_rate, momentum=config.momentum,
-                                          nesterov=config.nesterov, weight_decay=config.weight_decay)
+        return functools.partial(torch.optim.Adam, lr=config.learning_rate, betas=(config.b1, config.b2),
+                                 eps=config.eps, weight_decay=config.weight_decay)
+    return functools.partial(torch.optim.SGD, lr=config.learning_rate, momentum=config.momentum,
+                             nesterov=config.nesterov, weight_decay=config.weight_decay)
 
 
 def riemannian_optimizer(config: OptimizerConfig, *, curvature: Callable | None = None) -> OptimizerFactory:
@@ -106,7 +109,8 @@ class Trainer:
     def train_step(self, batch, masks: StepMasks = StepMasks()) -> np.ndarray:
         """One step (two with dense re-feeding) on a dense (batch, n_items) array; -> losses (k,)."""
         masks = StepMasks(*(_as_tensor(m, self.device) for m in masks))
-        return self._step(_as_tensor(batch, self.device), masks).cpu().numpy()
+        batch, masks = self._share(_as_tensor(batch, self.device), masks)
+        return self._total(self._step(batch, masks)).cpu().numpy()
 
     def train_epoch(self, matrix, batches: Sequence[np.ndarray], masks: StepMasks = StepMasks()) -> np.ndarray:
         """Train on `matrix[batch]` for each batch in order; -> losses (n_steps, k).
@@ -120,13 +124,25 @@ class Trainer:
             return np.zeros((0, 2 if self.dense_refeeding else 1))
         losses, start = [], 0
         for rows in batches:
-            index = torch.as_tensor(rows, device=self.device)
-            losses.append(self._step(matrix[index], _slice_masks(masks, start, start + len(rows))))
+            own_rows, step_masks = self._share(rows, _slice_masks(masks, start, start + len(rows)))
+            index = torch.as_tensor(own_rows, device=self.device)
+            losses.append(self._step(matrix[index], step_masks))
             start += len(rows)
-        return torch.stack(losses).cpu().numpy()  # one device sync per epoch
+        return self._total(torch.stack(losses)).cpu().numpy()  # one device sync per epoch
 
     # an eager epoch is one step per batch already: the name mirrors jax_impl.train.Trainer's
     train_epoch_stepwise = train_epoch
+
+    # One process trains on every row of a batch. `torch_ref.distributed.DataParallelTrainer` overrides
+    # these two: each process takes its block of every batch and the losses are summed over processes.
+
+    def _share(self, rows, masks: StepMasks):
+        """This process's part of a global batch (its rows, or their indices) and of its masks."""
+        return rows, masks
+
+    def _total(self, losses: Tensor) -> Tensor:
+        """The global batch's losses from this process's `_step` results."""
+        return losses
 
     @torch.no_grad()
     def score(self, batch) -> np.ndarray:

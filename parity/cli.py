@@ -204,11 +204,15 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
 
 def _add_report(p: argparse.ArgumentParser) -> None:
     p.description = (
-        "Collect the JSON written by ops, optim, models, train, data baselines, bench (and run) into "
-        "report.md (the verdict first: every parity suite, HR@10 of both frameworks for both models, the "
-        "throughput ratios; then tables), report.json and PNG plots (parity error per op and regime, optimizer "
-        "trajectory error, training curves of both frameworks, HR@10 / NDCG@10 with baselines and published "
-        "numbers, throughput bars with ratios). Inputs are recognised by their content."
+        "Collect the JSON written by ops, optim, models, any parity suite saved from the check API "
+        "({\"suite\": ..., \"records\": [...]}), train, train --sweep / --compare, data baselines, bench (and run) "
+        "into "
+        "report.md (the first screen: a one-line verdict, device and versions, every parity suite with its worst "
+        "errors, test HR@10 / NDCG@10 of both frameworks with intervals and the published figures they "
+        "correspond to, throughput ratios with the bench's trust flag; then the details), report.json and PNG "
+        "plots (parity error per op and regime, optimizer error per step, training curves with |JAX - PyTorch| "
+        "per epoch, HR@10 / NDCG@10 with intervals, baselines and published numbers, throughput per arm). Inputs "
+        "are recognised by their content."
     )
     p.epilog = ("examples: poincare-parity report reports/quick   |   "
                 "poincare-parity report ops.json models.json reports/ae-neumf/train.json bench.json --name mine")

@@ -24,8 +24,9 @@ def main(args) -> int:
         inputs = [out]
     check_writable(args.json, folders=(out,))
     summary = write_report(inputs, out, args.name)
+    print(f"Verdict: {summary['verdict']}")
     for p in summary["parity"]:
-        print(f"{p['suite']:<7} {p['verdict']}" + (f" ({p['passed']}/{p['rows']})" if "rows" in p else ""))
+        print(f"{p['label']:<7} {p['verdict']}" + (f" ({p['passed']}/{p['rows']})" if "rows" in p else ""))
     for q in summary["quality"]:
         print(f"{q['model']} ({q['preset'] or q['run_name']}) {FRAMEWORK_LABEL.get(q['framework'], q['framework'])}: "
               f"test HR@10 {q['hr']:.4f}, NDCG@10 {q['ndcg']:.4f}")

@@ -255,7 +255,7 @@ def test_train_hae_both_frameworks_saturation_and_resume(tmp_path, require_datas
     training.run_training(dataclasses.replace(_run(), train=TrainConfig(epochs=1, batch_size=128)),
                           frameworks=["jax", "torch"], seeds=[0], out_dir=tmp_path / "cut", progress=False, split=_split())
     resumed = training.run_training(_run(), frameworks=["jax", "torch"], seeds=[0], out_dir=tmp_path / "cut",
-                                    resume=True, progress=False, split=_split())
+                                    existing="resume", progress=False, split=_split())
     strip = lambda r: {k: v for k, v in r.items() if k not in ("resumed_from_epoch", "checkpoints", "history")} | {
         "history": [{k: v for k, v in h.items() if not k.startswith("seconds")} for h in r["history"]]}
     assert strip(resumed["runs"][0]) == strip(whole["runs"][0])  # JAX: bit for bit

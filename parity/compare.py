@@ -191,8 +191,9 @@ class ParityRecord:
         """ " at <array> index (i, j) (jax <value>, reference <value>)", the array named only when it is
         not the one in the row's heading."""
         text = f" at {where}," if where and where != self.where else ""
-        if index is not None:
+        if index:  # a scalar's index () says nothing
             text += f" at index {tuple(index)}" if not text else f" index {tuple(index)}"
+        text = text.rstrip(",")
         if jax is not None and ref is not None:
             text += f" (jax {format_value(jax, self.dtype)}, reference {format_value(ref, self.dtype)})"
         return text

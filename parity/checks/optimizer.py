@@ -10,14 +10,17 @@
 
 Both sides start from the same parameters and minimise the same loss; every parameter is compared after
 every step. One record per dtype: the worst error over the judged steps (`judge_steps`, default all),
-the worst over the whole trajectory, the step where it happened, and the error after every step
+named by parameter and step (`where` = "w after step 7", `worst_index` the element within w), the worst
+over the whole trajectory and its step, the first step where a parameter fails its rule
+(`first_failing_step`, `first_failing_parameter`), and the error after every step
 (`per_step_max_rel_err`, for a plot). A float32 row can carry a third arm (`oracle=True`): the JAX side
 run in float64 from the float32-rounded start, and each side's distance from it.
 
 Parameters on a manifold: `torch_params(name, tensor)` builds each torch parameter (e.g. a geoopt
 ManifoldParameter on the ball), `apply_updates` applies the JAX updates (e.g. `jax_impl.optim.apply_updates`
 for Riemannian updates; default `optax.apply_updates`). `constants` (arrays or numbers) go to the loss on
-both sides, and to the optax factory, as traced values on the JAX side.
+both sides as keywords, traced on the JAX side; an optax factory gets those its signature names (all of
+them if it takes **kwargs), a ready GradientTransformation none.
 
 The building blocks `run_trajectories` and `compare_trajectories` are public too: the project's own
 `poincare-parity optim` suite assembles its rows (the worst over three curvatures) from them.

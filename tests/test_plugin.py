@@ -51,10 +51,13 @@ def plugin_args() -> list[str]:
 
 
 def test_a_failing_parity_test_reports_its_table_and_writes_json_for_the_report(pytester, tmp_path):
-    pytester.makepyfile(test_user_port=USER_TESTS)
+    (readme_example,) = re.findall(r"^```python port-example-pytest\n(.*?)^```", README.read_text(), flags=re.S | re.M)
+    pytester.makepyfile(test_user_port=USER_TESTS, test_readme_example=readme_example)
     out = tmp_path / "parity-results"
-    result = pytester.runpytest(*plugin_args(), "--parity-json", str(out), "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=1, failed=1)
+    # a fresh interpreter: an in-process run would drop the JAX and torch modules it imported from
+    # sys.modules when it ends, and importing torch a second time in one process crashes
+    result = pytester.runpytest_subprocess(*plugin_args(), "--parity-json", str(out), "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, failed=1)  # README's fixture example passes
     text = result.stdout.str()
     failure = text[text.index("test_port_with_a_wrong_constant ___"):]
     # the failing test's report: the ParityError naming the worst element, then its parity table
@@ -64,27 +67,20 @@ def test_a_failing_parity_test_reports_its_table_and_writes_json_for_the_report(
     assert "test_correct_port ___" not in text  # a passing test shows nothing
 
     files = sorted(out.glob("*.json"))
-    assert [f.name for f in files] == ["test_user_port.py_test_correct_port.json",
+    assert [f.name for f in files] == ["test_readme_example.py_test_my_scaled_tanh.json",
+                                       "test_user_port.py_test_correct_port.json",
                                        "test_user_port.py_test_port_with_a_wrong_constant.json"]
     payloads = [json.loads(f.read_text()) for f in files]
-    assert [p["suite"] for p in payloads] == ["custom", "custom"]
-    assert [[r["passed"] for r in p["records"]] for p in payloads] == [[True], [False]]
-    assert payloads[1]["name"] == "test_user_port.py::test_port_with_a_wrong_constant"
+    assert [p["suite"] for p in payloads] == ["custom"] * 3
+    assert [[r["passed"] for r in p["records"]] for p in payloads] == [[True, True], [True], [False]]
+    assert payloads[2]["name"] == "test_user_port.py::test_port_with_a_wrong_constant"
 
-    # the report takes the folder as it is: both files read as custom suites, nothing ignored
+    # the report takes the folder as it is: every file read as a custom suite, nothing ignored
     report = tmp_path / "report"
     assert cli(["report", str(out), "--out", str(report)]) in (0, 1)  # 1 would be a failed row, not a refusal
     written = json.loads((report / "report.json").read_text())
-    kinds = [entry["kind"] for entry in written["inputs"]]
-    assert kinds == ["custom", "custom"] and not written.get("ignored")
+    assert [entry["kind"] for entry in written["inputs"]] == ["custom"] * 3 and not written.get("ignored")
     assert (report / "report.md").exists()
-
-
-def test_the_readme_fixture_example_passes_under_the_plugin(pytester):
-    (block,) = re.findall(r"^```python port-example-pytest\n(.*?)^```", README.read_text(), flags=re.S | re.M)
-    pytester.makepyfile(test_readme_example=block)
-    result = pytester.runpytest(*plugin_args(), "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=1)
 
 
 def test_the_option_is_in_pytest_help(pytester):

@@ -23,7 +23,7 @@ Three hooks make it fit a port's numerics (the project's own `poincare-parity op
                  cannot judge (a float64 oracle on a float64 row). A row whose sides disagree passes only if
                  the oracle shows the reference is the side that is wrong and the port is within tolerance of
                  the truth; a port off the truth fails even when the reference agrees with it. The oracle's
-                 `label` attribute, if any, names it in the row's note.
+                 `label` attribute (default "the oracle") names it in the row's note.
 
 `cases` replaces `args` for full control: a callable (regime, dtype) -> list of `Case` (arrays with a leading
 group axis: each slice is one call; cotangents of your own; labels for the table).
@@ -233,7 +233,7 @@ def check_row(jax_fn: Callable, torch_fn: Callable, cases: list[Case], *, name: 
     if oracle is not None and (oracle_mode == "all" or (oracle_mode == "auto" and (dtype == "float32" or not parity_ok))):
         verdict = oracle(row)  # None: the oracle cannot judge this row (e.g. a float64 oracle on a float64 row)
     if verdict is not None:
-        truth = getattr(oracle, "label", "the exact oracle")
+        truth = getattr(oracle, "label", "the oracle")
         extra.update(oracle=True, oracle_points=verdict.points, oracle_rel_err_jax=verdict.jax.max_rel_err,
                      oracle_rel_err_ref=verdict.ref.max_rel_err, oracle_worst_jax=verdict.worst_jax,
                      oracle_worst_ref=verdict.worst_ref)

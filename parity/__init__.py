@@ -8,6 +8,7 @@ The public API (see README, "Check your own port"):
     load_torch_state_dict(nnx_module, state_dict, ...)        trained torch weights into a Flax NNX module
     assert_parity(records)                                    raise ParityError naming what failed and where
     inputs                                                    argument generators (ball points, tangents, ...)
+    Float64Oracle, OracleResult, Case                         check_function's oracle hook and full-control cases
     Tolerance, ParityRecord, Records, ParityError
 
 Every check returns `Records` (a list of `ParityRecord`); `records.table()` prints them, `records.save(path)`
@@ -17,11 +18,12 @@ The rest of the package is the project's own harness: the Poincaré-ball autoenc
 `torch_ref` compared on MovieLens (`poincare-parity --help`).
 """
 
-from parity.checks import check_function, check_module, check_optimizer, inputs
+from parity.checks import Case, Float64Oracle, OracleResult, check_function, check_module, check_optimizer, inputs
 from parity.compare import ParityError, ParityRecord, Records, Tolerance, assert_parity, compare
 from parity.convert import load_torch_state_dict
 
 __version__ = "0.2.0"
 
 __all__ = ["check_function", "check_module", "check_optimizer", "load_torch_state_dict", "assert_parity", "inputs",
-           "Tolerance", "ParityRecord", "Records", "ParityError", "compare", "__version__"]
+           "Float64Oracle", "OracleResult", "Case", "Tolerance", "ParityRecord", "Records", "ParityError", "compare",
+           "__version__"]

@@ -339,7 +339,7 @@ class ParameterMapping:
     transposed on the way (`parameter_mapping` builds it)."""
 
     pairs: dict[str, tuple[str, bool]]  # reference name -> (JAX name, transposed)
-    renames: tuple[tuple[str, str], ...] = ()  # reference prefix -> JAX prefix, longest first
+    renames: tuple[tuple[str, str | None], ...] = ()  # reference prefix -> JAX prefix (None: left out), longest first
     rename: Callable[[str], str | None] | None = None
     missing: tuple[str, ...] = ()  # JAX variables no reference parameter maps to
     unexpected: tuple[str, ...] = ()  # reference parameters with no JAX counterpart
@@ -363,22 +363,24 @@ class ParameterMapping:
         return out
 
 
-def _renamed(name: str, renames: tuple[tuple[str, str], ...], rename: Callable | None) -> str | None:
+def _renamed(name: str, renames: tuple[tuple[str, str | None], ...], rename: Callable | None) -> str | None:
+    """`name` under the renames (longest prefix first; a prefix renamed to None is dropped), or the callable."""
     if rename is not None:
         return rename(name)
     for old, new in renames:
         if name == old or name.startswith(old + "."):
-            return new + name[len(old):]
+            return None if new is None else new + name[len(old):]
     return name
 
 
 def parameter_mapping(reference: Mapping[str, np.ndarray], jax: Mapping[str, np.ndarray], *,
-                      name_map: Mapping[str, str] | Callable[[str], str | None] | None = None,
+                      name_map: Mapping[str, str | None] | Callable[[str], str | None] | None = None,
                       transpose: Any = "kernel") -> ParameterMapping:
     """Match reference names (torch `state_dict` keys) to JAX names (dotted NNX state paths).
 
-    `name_map`: {reference prefix: JAX prefix} renames (e.g. {"fc1": "dense1", "layers": "blocks"}), or a
-    callable reference name -> JAX name (None: skip it). After renaming, a name matches the JAX name that is
+    `name_map`: {reference prefix: JAX prefix} renames (e.g. {"fc1": "dense1", "layers": "blocks"}; a prefix
+    mapped to None is left out, e.g. {"ball": None} for a geoopt manifold's stored curvature), or a callable
+    reference name -> JAX name (None: leave it out). After renaming, a name matches the JAX name that is
     the same, or whose last part is Flax's name for it (weight -> kernel / scale / embedding, running_mean
     -> mean, running_var -> var). `transpose`: "kernel" (a JAX `kernel` holds the reference's weight in
     Flax's layout: Linear (out, in) -> (in, out), Conv (out, in, *k) -> (*k, in, out)); a set of JAX names
@@ -409,11 +411,15 @@ def parameter_mapping(reference: Mapping[str, np.ndarray], jax: Mapping[str, np.
             transposed = jax_name in transpose
         else:
             transposed = False
-        got = tuple(np.shape(_kernel_layout(np.empty(ref_shape)))) if transposed else ref_shape
-        if got != jax_shape:
+        flax_layout = tuple(np.shape(_kernel_layout(np.empty(ref_shape))))
+        if (flax_layout if transposed else ref_shape) != jax_shape:
             hint = ""
-            if not transposed and len(ref_shape) == 2 and ref_shape[::-1] == jax_shape:
-                hint = f"; it fits transposed: pass transpose={{{jax_name!r}}} (or a callable)"
+            if not transposed and len(ref_shape) >= 2 and flax_layout == jax_shape:
+                hint = (f"; it fits transposed (Flax's kernel layout {flax_layout}): pass transpose={{{jax_name!r}}} "
+                        "(or a callable)")
+            elif transposed and ref_shape == jax_shape:
+                hint = ("; it fits as it is, untransposed: pass transpose= a set of the JAX names to transpose, or a "
+                        "callable, leaving this one out")
             raise ValueError(f"reference {ref_name} {ref_shape}{' transposed' if transposed else ''} does not fit "
                              f"JAX {jax_name} {jax_shape}{hint}")
         pairs[ref_name] = (jax_name, transposed)
@@ -422,19 +428,36 @@ def parameter_mapping(reference: Mapping[str, np.ndarray], jax: Mapping[str, np.
     return ParameterMapping(pairs, renames, rename, missing, tuple(unexpected))
 
 
-def _suggest(name: str, choices) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=2, cutoff=0.5)
-    return f" (closest: {', '.join(close)})" if close else ""
+def _jax_forms(reference_name: str, mapping: ParameterMapping) -> list[str]:
+    """The JAX names a reference name could have landed on (renamed; Flax's names for its last part)."""
+    target = _renamed(reference_name, mapping.renames, mapping.rename)
+    if target is None:
+        return [reference_name]
+    prefix, _, last = target.rpartition(".")
+    return [target] + [f"{prefix}.{alt}" if prefix else alt for alt in FLAX_NAMES.get(last, ())]
+
+
+def _closest(scores: Mapping[str, float]) -> str:
+    """ " (closest: NAME)" for the best-scoring name at similarity 0.5 or more, else ""."""
+    if not scores:
+        return ""
+    best = max(scores, key=scores.get)
+    return f" (closest: {best})" if scores[best] >= 0.5 else ""
+
+
+def _similarity(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a, b).ratio()
 
 
 def load_torch_state_dict(module: Any, state_dict: Mapping[str, Any], *,
-                          name_map: Mapping[str, str] | Callable[[str], str | None] | None = None,
+                          name_map: Mapping[str, str | None] | Callable[[str], str | None] | None = None,
                           transpose: Any = "kernel", strict: bool = True) -> ParameterMapping:
     """Copy a PyTorch `state_dict` (tensors or numpy arrays) into a Flax NNX module, in place: trained
     weights into a port. Names and layouts map as `parameter_mapping` says; each value keeps the JAX
     variable's dtype. `strict`: every JAX parameter must receive a value and every reference entry must
-    land somewhere (torch's `num_batches_tracked` excepted), else ValueError listing the names with the
-    closest matches. -> the mapping used (`.pairs`: reference name -> (JAX name, transposed))."""
+    land somewhere (torch's `num_batches_tracked` excepted), else ValueError listing the names, each with
+    the closest name left over on the other side (compared in JAX naming, after `name_map`).
+    -> the mapping used (`.pairs`: reference name -> (JAX name, transposed))."""
     from flax import nnx
 
     reference = {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)) for k, v in state_dict.items()}
@@ -444,8 +467,13 @@ def load_torch_state_dict(module: Any, state_dict: Mapping[str, Any], *,
     params = {jax_name(path) for path, _ in nnx.state(module, nnx.Param).flat_state()}
     missing = [m for m in mapping.missing if m in params]
     if strict and (missing or mapping.unexpected):
-        lines = [f"JAX parameter {m} receives nothing{_suggest(m, reference)}" for m in missing]
-        lines += [f"reference entry {u} has no JAX counterpart{_suggest(u, current)}" for u in mapping.unexpected]
+        forms = {u: _jax_forms(u, mapping) for u in mapping.unexpected}
+        lines = [f"JAX parameter {m} receives nothing"
+                 + _closest({u: max(_similarity(m, f) for f in forms[u]) for u in mapping.unexpected})
+                 for m in missing]
+        lines += [f"reference entry {u} has no JAX counterpart"
+                  + _closest({m: max(_similarity(m, f) for f in forms[u]) for m in missing})
+                  for u in mapping.unexpected]
         raise ValueError("load_torch_state_dict: names do not match (pass name_map= or strict=False):\n  "
                          + "\n  ".join(lines))
     load_jax_variables(module, mapping.to_jax(reference))

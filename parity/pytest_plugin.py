@@ -6,8 +6,10 @@ is active wherever poincare-parity is installed).
         parity.assert_ok()          # or parity.assert_parity(records)
 
 The `parity` fixture gives the public checks (check_function, check_module, check_optimizer) and keeps
-every record they return; `parity.assert_ok()` raises `ParityError` if any failed. When a test fails, its
-parity table (and, for a module, the per-layer table) is added to the test's report. With
+every record they return; `parity.assert_ok()` raises `ParityError` if any failed. The fixture shadows
+the package's name inside a test, so it also carries what the checks take: `parity.inputs`,
+`parity.Tolerance`, `parity.Float64Oracle`, `parity.Case`, `parity.load_torch_state_dict`. When a test
+fails, its parity table (and, for a module, the per-layer table) is added to the test's report. With
 `--parity-json DIR`, every test's records are written to DIR/<test name>.json as a `custom` suite that
 `poincare-parity report DIR` turns into a report.
 """
@@ -19,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from parity import checks
+from parity import checks, convert
 from parity.checks.module import ModuleRecords
-from parity.compare import Records, assert_parity
+from parity.compare import ParityError, Records, Tolerance, assert_parity
 
 
 class ParityFixture:
@@ -47,6 +49,13 @@ class ParityFixture:
         return self._keep(checks.check_optimizer(*args, **kwargs))
 
     assert_parity = staticmethod(assert_parity)
+    load_torch_state_dict = staticmethod(convert.load_torch_state_dict)
+    # what the checks take, since the fixture hides the package's name inside a test
+    inputs = checks.inputs
+    Tolerance = Tolerance
+    Float64Oracle = checks.Float64Oracle
+    Case = checks.Case
+    ParityError = ParityError
 
     def assert_ok(self) -> None:
         """Raise `ParityError` if any record of this test failed."""

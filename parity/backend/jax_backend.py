@@ -145,21 +145,30 @@ class JaxBackend(Backend):
         import jax.numpy as jnp
         from flax import nnx
 
-        module = nnx.merge(*nnx.split(module))  # a copy: switching modes and capturing leave the caller's alone
+        module = nnx.merge(*nnx.split(module))  # a copy: switching modes leaves the caller's module alone
         module.train() if train else module.eval()
         args = [jnp.asarray(a) for a in args]
         kwargs = {k: (jnp.asarray(v) if isinstance(v, np.ndarray) else v) for k, v in kwargs.items()}
-        captured = _captured_forward(module, args, kwargs) if capture else []
         graphdef, params, rest = nnx.split(module, nnx.Param, ...)
         cots = [jnp.asarray(c) for c in cotangents]
+        calls: list[tuple[str, int]] = []  # (path, call) of each captured output, filled while tracing
 
         def objective(p):
-            output = nnx.merge(graphdef, p, rest)(*args, **kwargs)
+            model = nnx.merge(graphdef, p, rest)
+            if capture:
+                output, seen = _captured_call(model, args, kwargs)
+                calls[:] = [(c.path, c.call) for c in seen]
+            else:
+                output, seen = model(*args, **kwargs), []
             leaves = jax.tree.leaves(output)
             value = loss(output, *args) if loss is not None else sum(jnp.sum(o * c) for o, c in zip(leaves, cots))
-            return value, leaves
+            return value, (leaves, [c.outputs for c in seen])
 
-        (value, leaves), grads = jax.jit(jax.value_and_grad(objective, has_aux=True))(params)
+        # one compiled program: the forward pass with every layer's output, the loss and the gradients
+        # (an eager capture would compile every primitive on its own, for each dtype)
+        (value, (leaves, layer_outputs)), grads = jax.jit(jax.value_and_grad(objective, has_aux=True))(params)
+        captured = [Captured(path, call, [np.asarray(o) for o in outputs])
+                    for (path, call), outputs in zip(calls, layer_outputs)]
         return ModuleRun(outputs=[np.asarray(o) for o in leaves], loss=float(value),
                          grads=convert.extract_jax(grads), captured=captured)
 
@@ -170,8 +179,11 @@ class JaxBackend(Backend):
 
         module = nnx.merge(*nnx.split(module))
         module.train() if train else module.eval()
+        graphdef, state = nnx.split(module)
+        args = [jnp.asarray(a) for a in args]
         kwargs = {k: (jnp.asarray(v) if isinstance(v, np.ndarray) else v) for k, v in kwargs.items()}
-        return [np.asarray(o) for o in jax.tree.leaves(module(*(jnp.asarray(a) for a in args), **kwargs))]
+        leaves = jax.jit(lambda s: jax.tree.leaves(nnx.merge(graphdef, s)(*args, **kwargs)))(state)
+        return [np.asarray(o) for o in leaves]
 
     def parameters(self, module, *, trainable=False):
         from flax import nnx
@@ -229,38 +241,46 @@ def _stacked_vjp(fn: Callable, names: tuple[str, ...], keywords: tuple[str, ...]
     return jax.jit(batched) if jit else batched
 
 
-def _captured_forward(module, args, kwargs) -> list[Captured]:
-    """Run `module` once, eagerly, recording every NNX submodule's output by its path, in the order the
-    calls finish. Each submodule class's own `__call__` is wrapped for the call and restored after."""
+def _captured_call(module, args, kwargs) -> tuple[Any, list[Captured]]:
+    """Call `module`, recording every NNX submodule's output (JAX arrays, traced under a transformation)
+    by its path, in the order the calls finish. Each submodule class's own `__call__` is wrapped for the
+    call and restored after. -> (the module's output, the captured calls)."""
     import jax
     from flax import nnx
 
-    paths = {id(node): convert.jax_name(path) for path, node in nnx.iter_graph(module) if isinstance(node, nnx.Module)}
+    nodes = [(path, node) for path, node in nnx.iter_graph(module) if isinstance(node, nnx.Module)]
+    paths = {id(node): convert.jax_name(path) for path, node in nodes}
     seen: list[Captured] = []
     calls: dict[str, int] = {}
+    active: set[int] = set()
     patched = {}
-    classes = {type(node) for _, node in nnx.iter_graph(module) if isinstance(node, nnx.Module)}
-    for cls in classes:
+    for cls in {type(node) for _, node in nodes}:
         if "__call__" not in cls.__dict__:  # inherited: the class that defines it is wrapped
             continue
         original = cls.__dict__["__call__"]
 
         def wrapper(self, *a, _original=original, **k):
-            out = _original(self, *a, **k)
+            if id(self) in active:  # a subclass's __call__ calling its base's: one call, recorded once
+                return _original(self, *a, **k)
+            active.add(id(self))
+            try:
+                out = _original(self, *a, **k)
+            finally:
+                active.discard(id(self))
             path = paths.get(id(self))
             if path is not None:
                 calls[path] = calls.get(path, -1) + 1
-                seen.append(Captured(path, calls[path], [np.asarray(x) for x in jax.tree.leaves(out)]))
+                seen.append(Captured(path, calls[path], list(jax.tree.leaves(out))))
             return out
 
         patched[cls] = original
         cls.__call__ = wrapper
     try:
-        module(*args, **kwargs)
+        output = module(*args, **kwargs)
     finally:
         for cls, original in patched.items():
             cls.__call__ = original
-    return seen
+    return output, seen
 
 
 @functools.lru_cache(maxsize=64)
@@ -271,7 +291,7 @@ def _trajectory_program(optimizer, loss: Callable, apply: Callable, names: tuple
 
     @jax.jit
     def run(params, constants):
-        tx = optimizer(**constants) if constant_names else optimizer
+        tx = _transformation(optimizer, constants)
 
         def step(carry, _):
             current, state = carry
@@ -284,3 +304,17 @@ def _trajectory_program(optimizer, loss: Callable, apply: Callable, names: tuple
         return trajectory
 
     return run
+
+
+def _transformation(optimizer: Any, constants: dict[str, Any]) -> Any:
+    """The optax transformation itself, or a factory's, called with the constants its signature names
+    (all of them if it takes **kwargs)."""
+    import inspect
+
+    if hasattr(optimizer, "init") and hasattr(optimizer, "update"):
+        return optimizer
+    parameters = inspect.signature(optimizer).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return optimizer(**constants)
+    named = {p.name for p in parameters}
+    return optimizer(**{k: v for k, v in constants.items() if k in named})

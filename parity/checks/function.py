@@ -19,9 +19,11 @@ Three hooks make it fit a port's numerics (the project's own `poincare-parity op
                  own rule (e.g. an absolute floor scaled to the output's magnitude); default: the row's rule
     oracle       a third arm that knows the truth (see `Float64Oracle`, or the exact mpmath oracle of
                  `parity.oracle`): called with the row on float32 rows and wherever the two sides disagree
-                 (`oracle_mode="auto"`), or on every row ("all"). A row whose sides disagree passes only if
+                 (`oracle_mode="auto"`), or on every row ("all"); it returns an `OracleResult`, or None where it
+                 cannot judge (a float64 oracle on a float64 row). A row whose sides disagree passes only if
                  the oracle shows the reference is the side that is wrong and the port is within tolerance of
-                 the truth; a port off the truth fails even when the reference agrees with it.
+                 the truth; a port off the truth fails even when the reference agrees with it. The oracle's
+                 `label` attribute (default "the oracle") names it in the row's note.
 
 `cases` replaces `args` for full control: a callable (regime, dtype) -> list of `Case` (arrays with a leading
 group axis: each slice is one call; cotangents of your own; labels for the table).
@@ -142,7 +144,7 @@ def simple_cases(args: Mapping[str, Arg], seed: int) -> Callable[[str, str], lis
     def make(regime: str, dtype: str) -> list[Case]:
         rng = np.random.default_rng([seed, REGIMES.index(regime) if regime in REGIMES else 99, 64 if dtype == "float64" else 32])
         values = draw_arguments(dict(args), regime, dtype, rng)
-        return [Case({k: v[None] for k, v in values.items()}, label=regime,
+        return [Case({k: v[None] for k, v in values.items()}, label=f"{regime} regime",
                      keywords=tuple(k for k, a in args.items() if a.keyword),
                      differentiable=tuple(k for k, a in args.items() if a.differentiable))]
 
@@ -153,7 +155,7 @@ def check_function(jax_fn: Callable, torch_fn: Callable, *, args: Mapping[str, A
                    cases: Callable[[str, str], list[Case]] | None = None, regimes: Sequence[str] | None = None,
                    dtypes: Sequence[str] = ("float64", "float32"), tolerances: Any = None,
                    floors: Callable[[Row], Callable[[int, str, int], Tolerance]] | None = None,
-                   oracle: Callable[[Row], OracleResult] | None = None, oracle_mode: str = "auto",
+                   oracle: Callable[[Row], OracleResult | None] | None = None, oracle_mode: str = "auto",
                    name: str | None = None, seed: int = 0, jit: bool = True) -> Records:
     """Values and VJPs of `jax_fn` against `torch_fn` per regime and dtype; -> one record per row.
 
@@ -227,8 +229,11 @@ def check_row(jax_fn: Callable, torch_fn: Callable, cases: list[Case], *, name: 
         "closer": None, "reference_wrong": False,
     }
     note, passed = "", parity_ok
+    verdict = None
     if oracle is not None and (oracle_mode == "all" or (oracle_mode == "auto" and (dtype == "float32" or not parity_ok))):
-        verdict = oracle(row)
+        verdict = oracle(row)  # None: the oracle cannot judge this row (e.g. a float64 oracle on a float64 row)
+    if verdict is not None:
+        truth = getattr(oracle, "label", "the oracle")
         extra.update(oracle=True, oracle_points=verdict.points, oracle_rel_err_jax=verdict.jax.max_rel_err,
                      oracle_rel_err_ref=verdict.ref.max_rel_err, oracle_worst_jax=verdict.worst_jax,
                      oracle_worst_ref=verdict.worst_ref)
@@ -244,16 +249,16 @@ def check_row(jax_fn: Callable, torch_fn: Callable, cases: list[Case], *, name: 
             extra["reference_wrong"] = bool(reference_wrong)
             passed = bool(reference_wrong and jax_right)
             if passed:
-                note = (f"{reference} deviates from the exact oracle (rel {verdict.ref.max_rel_err:.2g}); "
+                note = (f"{reference} deviates from {truth} (rel {verdict.ref.max_rel_err:.2g}); "
                         f"JAX is within tolerance of it (rel {verdict.jax.max_rel_err:.2g})")
             elif reference_wrong:
-                note = f"{reference} wrong, but JAX also off the oracle (rel {verdict.jax.max_rel_err:.2g})"
+                note = f"{reference} wrong, but JAX also off {truth} (rel {verdict.jax.max_rel_err:.2g})"
             else:
-                note = f"JAX disagrees with {reference} and {reference} agrees with the oracle"
+                note = f"JAX disagrees with {reference} and {reference} agrees with {truth}"
         elif not jax_right:
             # both sides agree, and both are off the truth: parity holds, the port is still wrong
             passed = False
-            note = f"JAX agrees with {reference}, but both are off the exact oracle (JAX rel {verdict.jax.max_rel_err:.2g})"
+            note = f"JAX agrees with {reference}, but both are off {truth} (JAX rel {verdict.jax.max_rel_err:.2g})"
     return ParityRecord.from_comparison(name, dtype, parity, tolerance, passed=passed, note=note, **extra)
 
 
@@ -262,12 +267,17 @@ class Float64Oracle:
     64-bit mode) evaluated on the very float32 numbers both sides got, with the same cotangents; each side's
     distance from it is measured with the row's per-array rules, at every element.
 
-    Judges float32 rounding, not formulas: on a float64 row it is the JAX function against itself."""
+    Judges float32 rounding, not formulas: on a float64 row it would be the JAX function against itself,
+    so there it abstains (returns None) and the row stands as parity says."""
+
+    label = "the float64 oracle"
 
     def __init__(self, fn: Callable, framework: str = backend.PORT, jit: bool = True):
         self.fn, self.framework, self.jit = fn, framework, jit
 
-    def __call__(self, row: Row) -> OracleResult:
+    def __call__(self, row: Row) -> OracleResult | None:
+        if np.dtype(row.dtype).itemsize >= np.dtype(np.float64).itemsize:
+            return None
         on: dict[str, list[Comparison]] = {"jax": [], "ref": []}
         worst = {"jax": (-1.0, ""), "ref": (-1.0, "")}
         for ci, case in enumerate(row.cases):

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from parity import backend, convert
-from parity.compare import ParityRecord, Records, Tolerance, compare, merge
+from parity.compare import ParityRecord, Records, Tolerance, compare, format_value, merge
 
 DEFAULT_TOLERANCES = {
     "float64": Tolerance(1e-9, 1e-12, "default: float64 relative 1e-9, absolute 1e-12 near zero"),
@@ -56,6 +56,9 @@ class LayerRow:
     worst_ref: float | None
     passed: bool
     tolerance: float
+    atol: float = 0.0
+    mismatched: int = 0
+    n_elements: int = 0
 
     @property
     def name(self) -> str:
@@ -63,9 +66,14 @@ class LayerRow:
 
     def explain(self) -> str:
         at = f" at index {self.worst_index}" if self.worst_index is not None else ""
-        values = f" (jax {self.worst_jax:.8g}, reference {self.worst_ref:.8g})" if self.worst_jax is not None else ""
+        values = ""
+        if self.worst_jax is not None:
+            got, ref = format_value(self.worst_jax, self.dtype), format_value(self.worst_ref, self.dtype)
+            values = f" (jax {got}, reference {ref})"
+        failing = f"; {self.mismatched} of {self.n_elements} elements fail" if self.n_elements else ""
         return (f"layer {self.name} ({self.dtype}), output {self.shape}: relative error {self.max_rel_err:.3g}"
-                f"{at}{values}, allowed {self.tolerance:.3g}")
+                f"{at}{values}{failing}; rule |jax - ref| <= max(rtol * |ref|, atol), rtol={self.tolerance:.3g}, "
+                f"atol={self.atol:.3g}")
 
 
 class ModuleRecords(Records):
@@ -265,5 +273,6 @@ def _layers(dtype: str, jax_run, ref_run, mapping, tolerances) -> tuple[list[Lay
         cmp, tol = max(comparisons, key=lambda item: item[0].max_rel_err)
         layers.append(LayerRow(path, call.call, dtype, tuple(call.outputs[0].shape), cmp.max_abs_err, cmp.max_rel_err,
                                cmp.worst_index, cmp.worst_jax, cmp.worst_ref,
-                               all(c.passes(t) for c, t in comparisons), tol.rtol))
+                               all(c.passes(t) for c, t in comparisons), tol.rtol, tol.atol,
+                               sum(c.mismatched for c, _ in comparisons), sum(c.n_elements for c, _ in comparisons)))
     return layers, unmatched

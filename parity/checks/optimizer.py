@@ -10,14 +10,17 @@
 
 Both sides start from the same parameters and minimise the same loss; every parameter is compared after
 every step. One record per dtype: the worst error over the judged steps (`judge_steps`, default all),
-the worst over the whole trajectory, the step where it happened, and the error after every step
+named by parameter and step (`where` = "w after step 7", `worst_index` the element within w), the worst
+over the whole trajectory and its step, the first step where a parameter fails its rule
+(`first_failing_step`, `first_failing_parameter`), and the error after every step
 (`per_step_max_rel_err`, for a plot). A float32 row can carry a third arm (`oracle=True`): the JAX side
 run in float64 from the float32-rounded start, and each side's distance from it.
 
 Parameters on a manifold: `torch_params(name, tensor)` builds each torch parameter (e.g. a geoopt
 ManifoldParameter on the ball), `apply_updates` applies the JAX updates (e.g. `jax_impl.optim.apply_updates`
 for Riemannian updates; default `optax.apply_updates`). `constants` (arrays or numbers) go to the loss on
-both sides, and to the optax factory, as traced values on the JAX side.
+both sides as keywords, traced on the JAX side; an optax factory gets those its signature names (all of
+them if it takes **kwargs), a ready GradientTransformation none.
 
 The building blocks `run_trajectories` and `compare_trajectories` are public too: the project's own
 `poincare-parity optim` suite assembles its rows (the worst over three curvatures) from them.
@@ -48,6 +51,7 @@ class TrajectoryComparison:
     whole: Comparison
     per_step: np.ndarray  # (steps,) worst relative error after each step, over every parameter
     worst_step: int  # 0-based step of the worst error over the whole trajectory
+    first_failure: tuple[int, str] | None = None  # (0-based step, parameter) where a parameter first fails its rule
 
 
 def run_trajectories(optax_tx: Any, make_torch_optimizer: Callable, params: Mapping[str, np.ndarray],
@@ -87,6 +91,7 @@ def compare_trajectories(jax_traj: Mapping[str, np.ndarray], ref_traj: Mapping[s
     steps = len(next(iter(ref_traj.values())))
     window = steps if judge_steps is None else min(judge_steps, steps)
     judged, whole, per_step, worst, worst_step = [], [], np.zeros(steps), -1.0, 0
+    first_failure: tuple[int, str] | None = None
     for name, ref in ref_traj.items():
         tol = tolerance(name)
         judged.append(compare(jax_traj[name][:window], ref[:window], tol, where=name))
@@ -95,7 +100,25 @@ def compare_trajectories(jax_traj: Mapping[str, np.ndarray], ref_traj: Mapping[s
         per_step = np.fmax(per_step, errors)
         if whole[-1].max_rel_err > worst:
             worst, worst_step = whole[-1].max_rel_err, int(np.nanargmax(errors))
-    return TrajectoryComparison(merge(judged), merge(whole), per_step, worst_step)
+        failing = np.flatnonzero(~(errors <= tol.rtol))  # NaN (a side not finite) fails too
+        if failing.size and (first_failure is None or failing[0] < first_failure[0]):
+            first_failure = (int(failing[0]), name)
+    return TrajectoryComparison(merge(judged), merge(whole), per_step, worst_step, first_failure)
+
+
+def _by_step(comparison: Comparison) -> Comparison:
+    """A comparison of trajectories (step, *shape) told by step: the arrays named "<parameter> after step
+    N" (1-based), the indices within the parameter."""
+
+    def split(where: str, index: tuple[int, ...] | None) -> tuple[str, tuple[int, ...] | None]:
+        if not index:
+            return where, index
+        return f"{where} after step {index[0] + 1}", tuple(index[1:])
+
+    where, worst_index = split(comparison.where, comparison.worst_index)
+    abs_where, abs_index = split(comparison.abs_where, comparison.abs_index)
+    return dataclasses.replace(comparison, where=where, worst_index=worst_index, abs_where=abs_where,
+                               abs_index=abs_index)
 
 
 def resolve_tolerance(tolerances: Any, dtype: str, name: str, start: np.ndarray) -> Tolerance:
@@ -143,10 +166,13 @@ def check_optimizer(optax_tx: Any, make_torch_optimizer: Callable, params: Mappi
                                               apply_updates=apply_updates)
         rule = lambda key, dtype=dtype: resolve_tolerance(tolerances, dtype, key, np.asarray(params[key]))
         result = compare_trajectories(jax_traj, ref_traj, rule, window)
-        tol = resolve_tolerance(tolerances, dtype, result.judged.where, np.asarray(params[result.judged.where]))
+        tol = rule(result.judged.where)
+        failure = result.first_failure
         extra: dict[str, Any] = {
             "steps": steps, "judged_steps": window, "trajectory_max_rel_err": result.whole.max_rel_err,
             "trajectory_max_abs_err": result.whole.max_abs_err, "worst_step": result.worst_step + 1,
+            "first_failing_step": None if failure is None else failure[0] + 1,
+            "first_failing_parameter": None if failure is None else failure[1],
             "per_step_max_rel_err": [float(f"{e:.3g}") for e in result.per_step],
         }
         if oracle and dtype == "float32":
@@ -156,7 +182,12 @@ def check_optimizer(optax_tx: Any, make_torch_optimizer: Callable, params: Mappi
                                         constants=wide, apply_updates=apply_updates, framework=(backend.PORT,))
             for side, key in ((jax_traj, "oracle_rel_err_jax"), (ref_traj, "oracle_rel_err_ref")):
                 extra[key] = merge([compare(side[k][:window], truth[k], rule(k)) for k in truth]).max_rel_err
-        note = "" if window == steps else f"judged on steps 1-{window}; whole trajectory {result.whole.max_rel_err:.2e}"
+        notes = []
+        if window < steps:
+            notes.append(f"judged on steps 1-{window}; whole trajectory {result.whole.max_rel_err:.2e}")
+        if failure is not None:
+            notes.append(f"{failure[1]} first fails its rule after step {failure[0] + 1} of {steps}")
         passed = all(compare(jax_traj[k][:window], ref_traj[k][:window], rule(k)).passes(rule(k)) for k in ref_traj)
-        records.append(ParityRecord.from_comparison(name, dtype, result.judged, tol, passed=passed, note=note, **extra))
+        records.append(ParityRecord.from_comparison(name, dtype, _by_step(result.judged), tol, passed=passed,
+                                                    note="; ".join(notes), **extra))
     return records

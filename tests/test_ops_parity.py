@@ -77,11 +77,7 @@ def test_a_jax_function_off_by_a_little_fails_its_row(monkeypatch):
     """dist computed with c * (1 + 1e-7): parity fails, the oracle sides with geoopt, the row fails."""
     exact_dist = pm.dist
     monkeypatch.setattr(pm, "dist", lambda x, y, *, c: exact_dist(x, y, c=c * (1 + 1e-7)))
-    ops._jax_vjp.cache_clear()
-    try:
-        row = ops.check_row(ops.SPECS["dist"], "bulk", "float64", **TEST_GRID)
-    finally:
-        ops._jax_vjp.cache_clear()
+    row = ops.check_row(ops.SPECS["dist"], "bulk", "float64", **TEST_GRID)  # the suite reads pm.dist at check time
     assert not row.passed and not row.extra["reference_wrong"]
     assert row.extra["oracle_rel_err_jax"] > row.tolerance >= row.extra["oracle_rel_err_ref"]
 
@@ -96,11 +92,7 @@ def test_a_jax_function_wrong_like_geoopt_fails_its_row(monkeypatch):
         return y / n * 0.5 * (jnp.log(1 + t) - jnp.log(1 - t)) / jnp.sqrt(c + 1e-15)
 
     monkeypatch.setattr(pm, "logmap0", geoopt_like_logmap0)
-    ops._jax_vjp.cache_clear()
-    try:
-        row = ops.check_row(ops.SPECS["logmap0"], "origin", "float32", **TEST_GRID)
-    finally:
-        ops._jax_vjp.cache_clear()
+    row = ops.check_row(ops.SPECS["logmap0"], "origin", "float32", **TEST_GRID)
     assert not row.passed
     assert row.max_rel_err <= row.tolerance  # it does compute what geoopt computes
     assert row.extra["oracle_rel_err_jax"] > row.tolerance

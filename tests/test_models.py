@@ -174,7 +174,8 @@ def test_the_check_notices_a_wrong_port(monkeypatch):
     records = checks.forward_records("float64", large=False, only=["lrelu-untied-bce-lastact", "elu-untied-dense_mse"])
     failed = [r for r in records if not r.passed]
     assert {r.extra["case"] for r in records} == {"lrelu-untied-bce-lastact", "elu-untied-dense_mse"}
-    assert {r.check for r in failed} == {f"forward/lrelu-untied-bce-lastact/{what}" for what in ("output", "loss", "grad")}
+    assert {r.check for r in failed} == {f"forward/lrelu-untied-bce-lastact/{what}"
+                                         for what in ("output", "loss", "grad")}
     assert all(r.extra["first_divergent_layer"].startswith("layer encoder.1 (float64)") for r in failed)
     assert not any("first_divergent_layer" in r.extra for r in records if r.passed)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -166,9 +168,45 @@ def test_forward_parity_ml1m_sized_models(dtype):
 
 
 def test_the_check_notices_a_wrong_port(monkeypatch):
-    """A mutation (JAX's lrelu with torch's slope times 2) must fail the forward suite."""
+    """A mutation (JAX's lrelu with torch's slope times 2) must fail the forward suite, and the failed
+    rows name the first layer that parts: the one after the first activation."""
     monkeypatch.setitem(jm.ACTIVATIONS, "lrelu", lambda x: jnp.where(x > 0, x, 0.02 * x))
     records = checks.forward_records("float64", large=False, only=["lrelu-untied-bce-lastact", "elu-untied-dense_mse"])
-    failed = {r.check for r in records if not r.passed}
+    failed = [r for r in records if not r.passed]
     assert {r.extra["case"] for r in records} == {"lrelu-untied-bce-lastact", "elu-untied-dense_mse"}
-    assert failed and all("lrelu" in name for name in failed)
+    assert {r.check for r in failed} == {f"forward/lrelu-untied-bce-lastact/{what}"
+                                         for what in ("output", "loss", "grad")}
+    assert all(r.extra["first_divergent_layer"].startswith("layer encoder.1 (float64)") for r in failed)
+    assert not any("first_divergent_layer" in r.extra for r in records if r.passed)
+
+
+def test_the_kink_guard_reads_every_pre_activation_of_the_reference():
+    """`_pre_activations` (through the reference backend's layer outputs) returns each Affine layer's
+    x W^T + b, encoder then decoder, and refuses a model whose layers are not Affine."""
+    config = ModelConfig(layer_sizes=(48, 24, 12), activation="relu", loss="masked_mse")
+    weights = convert.init_weights(config, 0, bias_scale=0.1)
+    inputs = checks._random_batch(config, np.random.default_rng(0), 8)
+    pre = checks._pre_activations(config, weights, inputs)
+    assert [p.shape for p in pre] == [(8, 24), (8, 12), (8, 24), (8, 48)]
+    np.testing.assert_allclose(pre[0], inputs["x"] @ weights["encoder.0.weight"].T + weights["encoder.0.bias"],
+                               rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="kink guard"):
+        checks._pre_activations(dataclasses.replace(config, kind="hae", c=1.0), weights, inputs)
+
+
+def test_both_backends_capture_the_same_layers():
+    """`layer_outputs` of the two backends: the same submodule paths, in the same order, with the same
+    values (float64, the same weights), no gradient taken."""
+    from parity import backend
+
+    config = ModelConfig(layer_sizes=(48, 24, 12), activation="elu", tied=True, loss="multinomial", input_dropout=0.5)
+    weights = convert.init_weights(config, 1, bias_scale=0.1)
+    inputs = checks._random_batch(config, np.random.default_rng(1), 8)
+    kwargs = {"input_keep": inputs["input_keep"], "code_keep": inputs["code_keep"]}
+    calls = {name: backend.get(name).layer_outputs(backend.get(name).model(config, weights, "float64"), (inputs["x"],),
+                                                   kwargs) for name in backend.BACKENDS}
+    port, reference = calls[backend.PORT], calls[backend.REFERENCE]
+    assert [c.path for c in port] == [c.path for c in reference] == [
+        "encoder.0", "encoder.1", "decoder.0", "decoder.1", ""]
+    for mine, theirs in zip(port, reference):
+        np.testing.assert_allclose(mine.outputs[0], theirs.outputs[0], rtol=1e-12, atol=1e-14)

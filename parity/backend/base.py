@@ -11,8 +11,9 @@ harness makes (the `train` command, the bench, the models suite): arrays in, num
     scores = session.score(batch); weights = session.weights()
 
 For the public checks (`parity.checks`) a Backend also evaluates a function with its vector-Jacobian
-product, runs a module forward with every submodule's output captured, takes a module's parameter
-gradients, and runs an optimizer for a number of steps — each with numpy in and numpy out.
+product, runs a module forward with every submodule's output captured (`layer_outputs`; with the
+parameter gradients, `run_module`), and runs an optimizer for a number of steps — each with numpy in
+and numpy out.
 
 Framework imports happen inside the methods: importing this module costs nothing.
 """
@@ -163,6 +164,12 @@ class Backend:
     def forward(self, module: Any, args: Sequence[np.ndarray], kwargs: Mapping[str, Any], *,
                 train: bool = False) -> list[np.ndarray]:
         """The output leaves of `module(*args, **kwargs)`, no gradient taken."""
+        raise NotImplementedError
+
+    def layer_outputs(self, module: Any, args: Sequence[np.ndarray], kwargs: Mapping[str, Any], *,
+                      train: bool = False) -> list[Captured]:
+        """Every submodule call's output during one forward pass of `module(*args, **kwargs)`, in the
+        order the calls finished, no gradient taken (what `run_module(..., capture=True)` records)."""
         raise NotImplementedError
 
     def parameters(self, module: Any, *, trainable: bool = False) -> dict[str, np.ndarray]:

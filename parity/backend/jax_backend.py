@@ -185,6 +185,15 @@ class JaxBackend(Backend):
         leaves = jax.jit(lambda s: jax.tree.leaves(nnx.merge(graphdef, s)(*args, **kwargs)))(state)
         return [np.asarray(o) for o in leaves]
 
+    def layer_outputs(self, module, args, kwargs, *, train=False):
+        import jax.numpy as jnp
+        from flax import nnx
+
+        module = nnx.merge(*nnx.split(module))  # a copy, as in run_module
+        module.train() if train else module.eval()
+        kwargs = {k: (jnp.asarray(v) if isinstance(v, np.ndarray) else v) for k, v in kwargs.items()}
+        return _captured_forward(module, [jnp.asarray(a) for a in args], kwargs)
+
     def parameters(self, module, *, trainable=False):
         from flax import nnx
 

@@ -3,6 +3,7 @@ modules (geoopt's included)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from pathlib import Path
 from typing import Any
@@ -168,21 +169,9 @@ class TorchBackend(Backend):
         args = [torch.as_tensor(a) for a in args]
         kwargs = {k: (torch.as_tensor(v) if isinstance(v, np.ndarray) else v) for k, v in kwargs.items()}
         seen: list[Captured] = []
-        calls: dict[str, int] = {}
-        handles = []
-        if capture:
-            for name, sub in module.named_modules():
-                def hook(_module, _inputs, out, _name=name):
-                    calls[_name] = calls.get(_name, -1) + 1
-                    seen.append(Captured(_name, calls[_name], [t.detach().cpu().numpy().copy() for t in _leaves(out)]))
-
-                handles.append(sub.register_forward_hook(hook))
         module.zero_grad(set_to_none=True)
-        try:
+        with _capturing(module, seen, enabled=capture):
             output = module(*args, **kwargs)
-        finally:
-            for handle in handles:
-                handle.remove()
         leaves = _leaves(output)
         if loss is not None:
             value = loss(output, *args)
@@ -202,6 +191,16 @@ class TorchBackend(Backend):
         with torch.no_grad():
             output = module(*(torch.as_tensor(a) for a in args), **kwargs)
         return [t.detach().cpu().numpy().copy() for t in _leaves(output)]
+
+    def layer_outputs(self, module, args, kwargs, *, train=False):
+        import torch
+
+        module.train(train)
+        kwargs = {k: (torch.as_tensor(v) if isinstance(v, np.ndarray) else v) for k, v in kwargs.items()}
+        seen: list[Captured] = []
+        with torch.no_grad(), _capturing(module, seen):
+            module(*(torch.as_tensor(a) for a in args), **kwargs)
+        return seen
 
     def parameters(self, module, *, trainable=False):
         tensors = dict(module.named_parameters()) if trainable else module.state_dict(keep_vars=True)
@@ -228,6 +227,26 @@ class TorchBackend(Backend):
             for k, t in tensors.items():
                 out[k][i] = t.detach().numpy()
         return out
+
+
+@contextlib.contextmanager
+def _capturing(module, seen: list[Captured], *, enabled: bool = True):
+    """Within the block, every call of `module` or one of its submodules appends its output to `seen`
+    (forward hooks on each, removed on the way out)."""
+    calls: dict[str, int] = {}
+    handles = []
+    if enabled:
+        for name, sub in module.named_modules():
+            def hook(_module, _inputs, out, _name=name):
+                calls[_name] = calls.get(_name, -1) + 1
+                seen.append(Captured(_name, calls[_name], [t.detach().cpu().numpy().copy() for t in _leaves(out)]))
+
+            handles.append(sub.register_forward_hook(hook))
+    try:
+        yield seen
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _leaves(output) -> list:

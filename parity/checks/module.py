@@ -150,7 +150,8 @@ def check_module(jax_module: Any, torch_module: Any, inputs: Any, *, kwargs: Map
       train: run the modules in training mode (dropout and the like; keep it off unless both sides draw
         the same randomness).
       oracle: for float32 rows, also run the reference in float64 on the same float32-rounded numbers and
-        report each side's distance from it (`jax_vs_oracle`, `ref_vs_oracle`).
+        report each side's distance from it (`jax_vs_oracle`, `ref_vs_oracle`; the tolerance of each of
+        those comparisons is resolved on the oracle's array, the reference there).
       seed: the seed of the cotangent.
     """
     jax_side, ref_side = backend.get(backend.PORT), backend.get(backend.REFERENCE)
@@ -210,10 +211,16 @@ def _cotangents(ref_side, module, args, kwargs, loss, seed: int) -> list[np.ndar
     return [rng.standard_normal(o.shape).astype(o.dtype) for o in ref_side.forward(module, args, kwargs)]
 
 
-def _oracle_extra(got, ref, truth, tol: Tolerance) -> dict[str, float]:
-    if truth is None:
+def _oracle_extra(pairs, truths, tolerances, what: str, dtype: str) -> dict[str, float]:
+    """Each side's worst distance from the float64 oracle over the arrays `pairs` ((jax, ref) each) and
+    `truths`, in the same measure as the rows: in a comparison with the oracle the oracle is the reference,
+    so its own array sets the tolerance (the absolute floor of a rule relative to max|ref|, for one)."""
+    if truths is None:
         return {}
-    return {"jax_vs_oracle": compare(got, truth, tol).max_rel_err, "ref_vs_oracle": compare(ref, truth, tol).max_rel_err}
+    judged = [(got, ref, truth, resolve_tolerance(tolerances, what, dtype, np.asarray(truth)))
+              for (got, ref), truth in zip(pairs, truths)]
+    return {"jax_vs_oracle": max(compare(got, truth, tol).max_rel_err for got, _, truth, tol in judged),
+            "ref_vs_oracle": max(compare(ref, truth, tol).max_rel_err for _, ref, truth, tol in judged)}
 
 
 def _rows(name: str, dtype: str, jax_run, ref_run, truth, mapping, tolerances) -> list[ParityRecord]:
@@ -225,13 +232,14 @@ def _rows(name: str, dtype: str, jax_run, ref_run, truth, mapping, tolerances) -
     for i, (got, ref) in enumerate(zip(jax_run.outputs, ref_run.outputs)):
         tol = resolve_tolerance(tolerances, "output", dtype, ref)
         outputs.append((compare(got, ref, tol, where=f"output[{i}]" if len(ref_run.outputs) > 1 else "output"), tol))
-    worst_cmp, worst_tol = max(outputs, key=lambda item: item[0].max_rel_err)
-    extra = _oracle_extra(jax_run.outputs[0], ref_run.outputs[0], truth.outputs[0] if truth else None, worst_tol)
+    worst_tol = max(outputs, key=lambda item: item[0].max_rel_err)[1]
+    extra = _oracle_extra(list(zip(jax_run.outputs, ref_run.outputs)), truth and truth.outputs, tolerances, "output",
+                          dtype)
     rows.append(ParityRecord.from_comparison(f"{name}/output", dtype, merge([c for c, _ in outputs]), worst_tol,
                                              passed=all(c.passes(t) for c, t in outputs), note=worst_tol.reason,
                                              **extra))
     tol = resolve_tolerance(tolerances, "loss", dtype, np.asarray(ref_run.loss))
-    extra = _oracle_extra(jax_run.loss, ref_run.loss, truth.loss if truth else None, tol)
+    extra = _oracle_extra([(jax_run.loss, ref_run.loss)], truth and [truth.loss], tolerances, "loss", dtype)
     rows.append(ParityRecord.from_comparison(f"{name}/loss", dtype, compare(jax_run.loss, ref_run.loss, tol, "loss"),
                                              tol, note=tol.reason, **extra))
     grads = mapping.jax_to_reference(jax_run.grads, only=ref_run.grads)
@@ -243,11 +251,9 @@ def _rows(name: str, dtype: str, jax_run, ref_run, truth, mapping, tolerances) -
         comparisons[param] = compare(grads[param], ref, tols[param], where=param)
     if comparisons:
         worst = max(comparisons, key=lambda k: comparisons[k].max_rel_err)
-        extra = {"worst_parameter": worst, "n_parameters": len(comparisons)}
-        if truth is not None:
-            extra["jax_vs_oracle"] = max(compare(grads[k], truth.grads[k], tols[k]).max_rel_err for k in comparisons)
-            extra["ref_vs_oracle"] = max(compare(ref_run.grads[k], truth.grads[k], tols[k]).max_rel_err
-                                         for k in comparisons)
+        extra = {"worst_parameter": worst, "n_parameters": len(comparisons),
+                 **_oracle_extra([(grads[k], ref_run.grads[k]) for k in comparisons],
+                                 truth and [truth.grads[k] for k in comparisons], tolerances, "grad", dtype)}
         # each parameter passes against its own rule; the row passes only if all do
         rows.append(ParityRecord.from_comparison(f"{name}/grad", dtype, merge(list(comparisons.values())),
                                                  tols[worst], passed=all(c.passes(tols[k]) for k, c in comparisons.items()),

@@ -5,8 +5,9 @@ Two suites, both in float64 (the proof) and float32 (what users run):
 forward   for a grid of model configurations (every activation, tied and untied, every loss, last
           layer activation on and off, input and code dropout with shared keep-masks, and the two
           ML-1M-sized models the presets train): the output, the loss, and the gradient of every
-          parameter, on random rating rows. float32 rows also carry a third arm: both sides'
-          errors against a float64 oracle evaluated on the same float32-rounded numbers.
+          parameter, on random rating rows, each case one `parity.checks.check_module`. float32 rows
+          also carry a third arm: both sides' errors against a float64 oracle evaluated on the same
+          float32-rounded numbers.
 training  3 epochs on ML-100K, both sides fed the same batches in the same order from the same
           weights (dropout off): every step's loss and the final weights.
 
@@ -31,6 +32,7 @@ import numpy as np
 
 from parity import backend
 from parity.backend import enable_float64
+from parity.checks.module import check_module
 from parity.compare import ParityRecord, Tolerance, compare, merge
 from parity.config import (
     ACTIVATIONS,
@@ -184,22 +186,26 @@ KINKED = {"relu", "lrelu", "selu"}
 KINK_MARGIN = 1e-5
 
 
+def _affine_paths(config: ModelConfig) -> list[str]:
+    """The Euclidean autoencoder's Affine layers (each output is a pre-activation), by module path."""
+    depth = len(config.layer_sizes) - 1
+    return [f"encoder.{i}" for i in range(depth)] + [f"decoder.{i}" for i in range(depth)]
+
+
 def _pre_activations(config: ModelConfig, weights, inputs) -> list[np.ndarray]:
-    """Every layer's pre-activation in float64, from the reference model (forward hooks)."""
-    import torch
-
-    from parity import convert
-    from torch_ref.models import Affine
-
-    model = convert.torch_model(config, {k: v.astype("float64") for k, v in weights.items()}, "float64")
-    seen: list[np.ndarray] = []
-    for module in model.modules():
-        if isinstance(module, Affine):
-            module.register_forward_hook(lambda _m, _i, out: seen.append(out.detach().numpy()))
-    with torch.no_grad():
-        model(torch.as_tensor(inputs["x"], dtype=torch.float64), input_keep=torch.from_numpy(inputs["input_keep"]),
-              code_keep=torch.from_numpy(inputs["code_keep"]))
-    return seen
+    """Every layer's pre-activation in float64: the outputs of the reference model's Affine layers."""
+    if config.kind != "ae":  # the Möbius layers' pre-activations are log_0 of their outputs, not the outputs
+        raise ValueError(f"the kink guard reads the Euclidean autoencoder's layers; {config.activation!r} "
+                         f"in a model of kind {config.kind!r} needs its own")
+    reference = backend.get(backend.REFERENCE)
+    model = reference.model(config, {k: v.astype("float64") for k, v in weights.items()}, "float64")
+    calls = reference.layer_outputs(model, (inputs["x"],), {k: inputs[k] for k in ("input_keep", "code_keep")})
+    wanted = _affine_paths(config)
+    found = [call for call in calls if call.path in wanted]
+    if {call.path for call in found} != set(wanted):  # a renamed layer must not pass the guard unread
+        raise RuntimeError(f"the kink guard expected the layers {wanted}, the reference ran "
+                           f"{sorted({call.path for call in calls})}")
+    return [output for call in found for output in call.outputs]
 
 
 def _draw_batch(config: ModelConfig, weights, rng: np.random.Generator, batch: int, tries: int = 50):
@@ -214,55 +220,23 @@ def _draw_batch(config: ModelConfig, weights, rng: np.random.Generator, batch: i
     raise RuntimeError(f"no batch without pre-activations near 0 in {tries} draws for {config}")
 
 
-def _run_jax(config: ModelConfig, weights, inputs, dtype: str):
-    import jax
-    import jax.numpy as jnp
-    from flax import nnx
-
-    from parity import convert
-
-    model = convert.jax_model(config, weights, dtype)
-    graphdef, params = nnx.split(model, nnx.Param)
-
-    def loss_fn(p):
-        m = nnx.merge(graphdef, p)
-        out = m(jnp.asarray(inputs["x"], dtype), input_keep=jnp.asarray(inputs["input_keep"]),
-                code_keep=jnp.asarray(inputs["code_keep"]))
-        return m.loss(out, jnp.asarray(inputs["x"], dtype)), out
-
-    (loss, out), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params)
-    return np.asarray(out), float(loss), convert.extract_jax(grads)
-
-
-def _run_torch(config: ModelConfig, weights, inputs, dtype: str):
-    import torch
-
-    from parity import convert
-
-    model = convert.torch_model(config, weights, dtype)
-    x = torch.as_tensor(inputs["x"], dtype=getattr(torch, dtype))
-    out = model(x, input_keep=torch.from_numpy(inputs["input_keep"]), code_keep=torch.from_numpy(inputs["code_keep"]))
-    loss = model.loss(out, x)
-    loss.backward()
-    return out.detach().numpy(), float(loss.detach()), convert.extract_torch(model, grads=True)
-
-
-def _grad_comparisons(jax_grads: Mapping, ref_grads: Mapping, dtype: str, kind: str = "ae"):
-    comparisons, worst, tol_of = [], ("", -1.0), {}
-    for name, ref in ref_grads.items():
-        tol = tolerance("grad", dtype, ref, kind)
-        c = compare(jax_grads[name], ref, tol)
-        comparisons.append(c)
-        tol_of[name] = tol
-        if c.max_rel_err > worst[1]:
-            worst = (name, c.max_rel_err)
-    return comparisons, worst[0], tol_of
+def _forward_tolerances(kind: str):
+    """The `tolerances` hook of `check_module` for model `kind`: TOLERANCES / HAE_TOLERANCES, floors
+    relative to the compared array's largest element; a layer's output is held to the output's rule."""
+    return lambda what, dtype, reference: tolerance("output" if what == "layer" else what, dtype, reference, kind)
 
 
 def forward_records(dtype: str, *, seed: int = 0, batch: int = 16, large: bool = True,
-                    only: Iterable[str] | None = None, kind: str = "ae") -> list[ParityRecord]:
+                    only: Iterable[str] | None = None, kind: str = "ae", capture: bool = True) -> list[ParityRecord]:
     """Output, loss and gradients of every case of model `kind` ("ae": `forward_cases`, "hae":
-    `hae_forward_cases`), or of the cases named in `only`, in `dtype`; float32 rows carry the oracle arm."""
+    `hae_forward_cases`), or of the cases named in `only`, in `dtype`; float32 rows carry the oracle arm.
+
+    Each case is one `parity.checks.check_module` of the two models built from the same weights, on
+    one random batch with its dropout keep-masks. `capture`: compare every layer's output too; a
+    case's failed rows then name the first layer whose output fails (`first_divergent_layer`)."""
+    if dtype == "float64":
+        enable_float64()
+    port, reference = backend.get(backend.PORT), backend.get(backend.REFERENCE)
     records = []
     for index, (name, config) in enumerate(forward_cases(large) if kind == "ae" else hae_forward_cases(large)):
         if only is not None and name not in only:
@@ -270,39 +244,20 @@ def forward_records(dtype: str, *, seed: int = 0, batch: int = 16, large: bool =
         rng = np.random.default_rng([seed, index])  # a case's batch does not depend on which others ran
         weights = {k: v.astype(dtype) for k, v in _init(config, seed + index).items()}
         inputs = _draw_batch(config, weights, rng, batch)
-        inputs["x"] = inputs["x"].astype(dtype)
-        j_out, j_loss, j_grads = _run_jax(config, weights, inputs, dtype)
-        t_out, t_loss, t_grads = _run_torch(config, weights, inputs, dtype)
-        oracle = None
-        if dtype == "float32":  # the same float32 numbers, evaluated in float64
-            oracle = _run_torch(config, {k: v.astype("float64") for k, v in weights.items()},
-                                {**inputs, "x": inputs["x"].astype("float64")}, "float64")
-
-        def arms(what, got, ref, truth):
-            if truth is None:
-                return {}
-            tol = tolerance(what, dtype, truth, kind)
-            return {"jax_vs_oracle": compare(got, truth, tol).max_rel_err,
-                    "ref_vs_oracle": compare(ref, truth, tol).max_rel_err}
-
-        tol = tolerance("output", dtype, t_out, kind)
-        records.append(_record(f"forward/{name}/output", dtype, compare(j_out, t_out, tol), tol, case=name,
-                               **arms("output", j_out, t_out, oracle and oracle[0])))
-        tol = tolerance("loss", dtype, t_loss, kind)
-        records.append(_record(f"forward/{name}/loss", dtype, compare(j_loss, t_loss, tol), tol, case=name,
-                               **arms("loss", j_loss, t_loss, oracle and oracle[1])))
-        comparisons, worst, tol_of = _grad_comparisons(j_grads, t_grads, dtype, kind)
-        extra = {"case": name, "worst_parameter": worst, "n_parameters": len(t_grads)}
-        if oracle is not None:
-            extra["jax_vs_oracle"] = max(compare(j_grads[k], oracle[2][k], tol_of[k]).max_rel_err for k in t_grads)
-            extra["ref_vs_oracle"] = max(compare(t_grads[k], oracle[2][k], tol_of[k]).max_rel_err for k in t_grads)
-        worst_tol = tol_of[worst]
-        merged = merge(comparisons)
-        # each parameter passed against its own floor; the row passes only if all did
-        passed = all(c.passes(tol_of[k]) for c, k in zip(comparisons, t_grads))
-        record = _record(f"forward/{name}/grad", dtype, merged, worst_tol, **extra)
-        record.passed = passed
-        records.append(record)
+        jax_model, torch_model = port.model(config, weights, dtype), reference.model(config, weights, dtype)
+        checked = check_module(
+            jax_model, torch_model, inputs["x"].astype(dtype),
+            kwargs={"input_keep": inputs["input_keep"], "code_keep": inputs["code_keep"]},
+            loss=(jax_model.loss, torch_model.loss),  # the config's loss of (output, target): no parameters
+            dtypes=(dtype,), tolerances=_forward_tolerances(kind), name=f"forward/{name}",
+            copy_weights=False,  # both hold `weights` already
+            capture=capture, oracle=dtype == "float32")
+        divergence = checked.first_divergence
+        for record in checked:
+            record.extra = {"case": name, **record.extra}
+            if divergence is not None and not record.passed:
+                record.extra["first_divergent_layer"] = divergence.explain()
+        records += checked
     return records
 
 
@@ -384,8 +339,8 @@ def train_both(case: TrainingCase, matrix: np.ndarray, dtype: str, *, epochs: in
     from parity import convert
 
     weights = {k: v.astype(dtype) for k, v in convert.init_weights(case.model, seed).items()}
-    return (train_side("jax", case, matrix, weights, dtype, epochs=epochs, seed=seed),
-            train_side("torch", case, matrix, weights, dtype, epochs=epochs, seed=seed))
+    return (train_side(backend.PORT, case, matrix, weights, dtype, epochs=epochs, seed=seed),
+            train_side(backend.REFERENCE, case, matrix, weights, dtype, epochs=epochs, seed=seed))
 
 
 def _weights_comparison(got: Mapping, ref: Mapping, dtype: str, kind: str = "ae"):
@@ -421,7 +376,7 @@ def training_records(dtype: str, *, dataset: str = "ml-100k", data_dir=None, epo
         oracle = None
         if dtype == "float32":
             start = {k: v.astype(np.float32) for k, v in convert.init_weights(case.model, seed).items()}
-            oracle = train_side("torch", case, matrix.astype(np.float32), start, "float64", epochs=epochs, seed=seed)
+            oracle = train_side(backend.REFERENCE, case, matrix.astype(np.float32), start, "float64", epochs=epochs, seed=seed)
         steps_per_epoch = len(j_loss) // epochs
         per_epoch = lambda a: [float(v) for v in a[:, 0].reshape(epochs, steps_per_epoch).mean(axis=1)]
         gap = np.abs(j_loss - t_loss) / np.abs(t_loss)

@@ -186,13 +186,24 @@ class JaxBackend(Backend):
         return [np.asarray(o) for o in leaves]
 
     def layer_outputs(self, module, args, kwargs, *, train=False):
+        import jax
         import jax.numpy as jnp
         from flax import nnx
 
         module = nnx.merge(*nnx.split(module))  # a copy, as in run_module
         module.train() if train else module.eval()
+        graphdef, state = nnx.split(module)
+        args = [jnp.asarray(a) for a in args]
         kwargs = {k: (jnp.asarray(v) if isinstance(v, np.ndarray) else v) for k, v in kwargs.items()}
-        return _captured_forward(module, [jnp.asarray(a) for a in args], kwargs)
+        calls: list[tuple[str, int]] = []  # (path, call) of each captured output, filled while tracing
+
+        def forward(s):
+            _, seen = _captured_call(nnx.merge(graphdef, s), args, kwargs)
+            calls[:] = [(c.path, c.call) for c in seen]
+            return [c.outputs for c in seen]
+
+        outputs = jax.jit(forward)(state)  # one compiled program, as in run_module
+        return [Captured(path, call, [np.asarray(o) for o in outs]) for (path, call), outs in zip(calls, outputs)]
 
     def parameters(self, module, *, trainable=False):
         from flax import nnx

@@ -177,7 +177,10 @@ def test_devices_jax_cannot_see_are_a_usage_error_saying_what_to_do():
 
 
 def test_cli_devices_errors_come_before_any_work(tmp_path, monkeypatch, capsys):
-    monkeypatch.delenv("XLA_FLAGS", raising=False)  # the command sets it (too late for this process's JAX)
+    import jax
+
+    monkeypatch.delenv("XLA_FLAGS", raising=False)  # the command sets it: too late for this process's JAX,
+    assert len(jax.devices("cpu")) == 1  # which started here with one CPU device
     out = tmp_path / "run"
     code = main(["train", "--framework", "jax", "--devices", "2", "--dataset", "no-such-dataset", "--out", str(out)])
     assert code == 2  # refused for the devices before the (missing) data is looked at
@@ -187,6 +190,11 @@ def test_cli_devices_errors_come_before_any_work(tmp_path, monkeypatch, capsys):
     assert not (out / "train.json").exists()
     assert main(["models", "--devices", "2", "--no-training"]) == 2
     assert "--devices 2:" in capsys.readouterr().err
+    if backend.get("jax").select_device("gpu") is not None:  # no GPU here: --device gpu is refused up front
+        backend.get("jax").select_device("cpu")
+        assert main(["train", "--framework", "jax", "--device", "gpu", "--dataset", "no-such-dataset",
+                     "--out", str(out)]) == 2
+        assert "--device gpu: JAX sees no GPU" in capsys.readouterr().err
     for bad in ("0", "two"):
         with pytest.raises(SystemExit) as caught:
             main(["train", "--devices", bad])

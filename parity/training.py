@@ -17,6 +17,11 @@ What one run does, per framework and seed:
 - `--resume` continues from the last checkpoint to the same result as an uninterrupted run:
   batches and masks are functions of (seed, epoch), and parameters, optimizer state, history and
   early-stopping counters are restored exactly.
+- `devices` > 1: data-parallel on that many devices (`parity.backend` sessions; each device trains its
+  contiguous block of every batch), the same batches and masks, the same result as one device up to
+  the order of the sums. The device count is no part of the configuration: a checkpoint written on N
+  devices resumes on M (the run continues from the same state; every history row records the device
+  count of its epoch).
 - a run folder that already holds a run (train.json, checkpoints) is refused unless `existing` says
   "resume" (continue it; no checkpoint yet: start fresh) or "overwrite" (its train.json, checkpoints
   and sweep files are removed first, nothing else); every checkpoint carries its configuration's
@@ -29,6 +34,7 @@ under `reports/<run-name>/checkpoints/` (git-ignored).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import re
@@ -42,7 +48,7 @@ import numpy as np
 from tqdm import tqdm
 
 from parity import backend, convert, metrics
-from parity.backend import Session
+from parity.backend import DevicesUnavailable, Session
 from parity.baselines import score_heldout
 from parity.checkpoint import (
     CHECKPOINT_NAME,
@@ -208,16 +214,23 @@ def resume_points(out_dir: Path, frameworks: list[str], seeds: list[int]) -> dic
 
 
 def train_one(framework: str, run: RunConfig, split, *, out_dir: Path, resume: bool = False,
-              progress: bool = True) -> dict[str, Any]:
+              progress: bool = True, devices: int = 1, device: str = "cpu") -> dict[str, Any]:
     """Train and evaluate one framework at `run.train.seed`; -> the JSON-able result. With `resume`, continue
     from `out_dir`'s last checkpoint of this framework and seed if there is one (it must be this
-    configuration's), else start fresh."""
+    configuration's; it may come from another device count), else start fresh. `devices` > 1: data-parallel
+    on that many devices of kind `device` ("cpu" or "gpu")."""
 
+    weights = {k: v.astype(run.train.dtype) for k, v in convert.init_weights(run.model, run.train.seed).items()}
+    with backend.get(framework).session(run, weights, device=device, devices=devices) as side:
+        return _train_session(side, framework, run, split, out_dir=out_dir, resume=resume, progress=progress)
+
+
+def _train_session(side: Session, framework: str, run: RunConfig, split, *, out_dir: Path, resume: bool,
+                   progress: bool) -> dict[str, Any]:
+    """`train_one` on an open session (its weights are the start weights)."""
     t = run.train
     seed = t.seed
     last_path, best_path = checkpoint_paths(out_dir, framework, seed)
-    weights = {k: v.astype(t.dtype) for k, v in convert.init_weights(run.model, seed).items()}
-    side = backend.get(framework).session(run, weights)
     users = split.fit_users()
     matrix = side.put(dense_rows(split.fit, users, t.dtype))
 
@@ -239,7 +252,7 @@ def train_one(framework: str, run: RunConfig, split, *, out_dir: Path, resume: b
 
     def meta() -> dict[str, Any]:
         return {"version": CHECKPOINT_VERSION, "framework": framework, "config": config_key(run),
-                "config_sha256": run_hash, "run_dir": run_dir, "state": state}
+                "config_sha256": run_hash, "run_dir": run_dir, "devices": side.devices, "state": state}
 
     bar = tqdm(range(state["epoch"] + 1, t.epochs if not state["finished"] else state["epoch"] + 1),
                desc=f"{framework} seed {seed}", disable=not progress, file=sys.stderr, unit="epoch")
@@ -255,7 +268,7 @@ def train_one(framework: str, run: RunConfig, split, *, out_dir: Path, resume: b
         row = {"epoch": epoch, "loss": float(losses[:, 0].mean()), "val_hr": val.hr, "val_ndcg": val.ndcg}
         if run.model.kind == "hae":
             row["code_saturation"], row["output_saturation"] = layer_saturation(side, run.model, split.fit, users)
-        row.update(seconds_train=trained, seconds_total=time.perf_counter() - started)
+        row.update(devices=side.devices, seconds_train=trained, seconds_total=time.perf_counter() - started)
         if losses.shape[1] > 1:
             row["refeed_loss"] = float(losses[:, 1].mean())
         state["history"].append(row)
@@ -282,7 +295,8 @@ def train_one(framework: str, run: RunConfig, split, *, out_dir: Path, resume: b
     side.load_weights(load_checkpoint(best_path, run, framework)[0])
     test = evaluate(side, split.test, split.train)
     result = {
-        "framework": framework, "seed": seed, "dtype": t.dtype, "epochs_run": state["epoch"] + 1,
+        "framework": framework, "seed": seed, "dtype": t.dtype, "devices": side.devices,
+        "epochs_run": state["epoch"] + 1,
         "stopped_early": state["stopped_early"], "best_epoch": state["best_epoch"],
         "validation": {"hr": state["best_hr"], "ndcg": state["best_ndcg"]}, "test": test.to_dict(),
         "history": state["history"], "resumed_from_epoch": resumed_from, "config_sha256": run_hash,
@@ -326,16 +340,20 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_training(run: RunConfig, *, frameworks: list[str], seeds: list[int], out_dir: Path,
-                 existing: str = "refuse", progress: bool = True, data_dir=None, split=None) -> dict[str, Any]:
+                 existing: str = "refuse", progress: bool = True, data_dir=None, split=None, devices: int = 1,
+                 device: str = "cpu") -> dict[str, Any]:
     """Train every framework at every seed into `out_dir`; -> the train.json payload.
 
     `existing` says what to do with a run already in `out_dir` (train.json or checkpoints): "refuse"
     (`RunFolderInUse`, before any data is read), "resume" (each framework and seed continues from its
     last checkpoint, or starts fresh without one) or "overwrite" (that run's files are removed once
-    the data has loaded; nothing else in the folder is touched)."""
+    the data has loaded; nothing else in the folder is touched). `devices` > 1: each run data-parallel
+    on that many devices of kind `device` (`DevicesUnavailable`, a usage error, before any data is read
+    if they are not there)."""
 
     _distinct("seeds", seeds)
     _distinct("frameworks", frameworks)
+    check_devices(frameworks, devices, device)
     out_dir = Path(out_dir)
     check_run_folder(out_dir, existing)
     if split is None:
@@ -346,13 +364,27 @@ def run_training(run: RunConfig, *, frameworks: list[str], seeds: list[int], out
         run = dataclasses.replace(run, model=dataclasses.replace(
             run.model, layer_sizes=(split.n_items, *run.model.layer_sizes[1:])))
     results = []
-    for seed in seeds:
-        seeded = dataclasses.replace(run, train=dataclasses.replace(run.train, seed=seed))
-        for framework in frameworks:
-            results.append(train_one(framework, seeded, split, out_dir=out_dir, resume=existing == "resume",
-                                     progress=progress))
+    with contextlib.ExitStack() as groups:
+        for framework in frameworks:  # PyTorch's rank processes start once for every seed
+            groups.enter_context(backend.get(framework).device_group(devices, device=device))
+        for seed in seeds:
+            seeded = dataclasses.replace(run, train=dataclasses.replace(run.train, seed=seed))
+            for framework in frameworks:
+                results.append(train_one(framework, seeded, split, out_dir=out_dir, resume=existing == "resume",
+                                         progress=progress, devices=devices, device=device))
     return {"command": "train", "config": run.to_dict(), "split": split.info, "frameworks": frameworks,
-            "seeds": seeds, "runs": results, "summary": summarize(results)}
+            "seeds": seeds, "devices": devices, "runs": results, "summary": summarize(results)}
+
+
+def check_devices(frameworks: list[str], devices: int, device: str = "cpu") -> None:
+    """`devices` is a count >= 1 that every framework of `frameworks` can train on (devices of kind
+    `device`), else `DevicesUnavailable` (a usage error) saying what is missing."""
+    if not isinstance(devices, int) or devices < 1:
+        raise UsageError(f"devices must be an integer >= 1, got {devices!r}")
+    for framework in frameworks:
+        problem = backend.get(framework).check_devices(devices, device)
+        if problem:
+            raise DevicesUnavailable(problem)
 
 
 def _distinct(what: str, values: list) -> None:
@@ -410,7 +442,8 @@ def _sweep_point(value: Any, result: dict[str, Any]) -> dict[str, Any]:
 
 def run_sweep(run: RunConfig, section: str, name: str, values: list[Any], *, frameworks: list[str],
               seeds: list[int], out_dir: Path, existing: str = "refuse", progress: bool = True, data_dir=None,
-              split=None, on_point: Callable[[Path, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+              split=None, on_point: Callable[[Path, dict[str, Any]], None] | None = None, devices: int = 1,
+              device: str = "cpu") -> dict[str, Any]:
     """`run_training` once per value of `section.name`, each into `out_dir/<name>=<value>/`;
     -> the sweep JSON (`"command": "sweep"`): per value and framework, validation and test HR@10 /
     NDCG@10 and the code layer's saturation; `chosen_by_validation` is the value with the best
@@ -420,10 +453,11 @@ def run_sweep(run: RunConfig, section: str, name: str, values: list[Any], *, fra
     command layer writes it to folder/train.json there, so a long sweep keeps what it finished).
     `existing` as in `run_training`, for the whole sweep folder: "refuse" if any part of a previous run is
     there, "resume" each value's run, or "overwrite" (all of the previous sweep's files, once the data
-    has loaded)."""
+    has loaded). `devices`, `device` as in `run_training`."""
 
     out_dir = Path(out_dir)
     point_runs = sweep_runs(run, section, name, values)  # every value checked before any work
+    check_devices(frameworks, devices, device)
     check_run_folder(out_dir, existing)
     for value in values:
         check_run_folder(sweep_folder(out_dir, name, value), existing)
@@ -432,19 +466,24 @@ def run_sweep(run: RunConfig, section: str, name: str, values: list[Any], *, fra
     if existing == "overwrite":
         clear_run_folder(out_dir)
     points, runs = [], []
-    for value, point_run in zip(values, point_runs):
-        folder = sweep_folder(out_dir, name, value)
-        result = run_training(point_run, frameworks=frameworks, seeds=seeds, out_dir=folder,
-                              existing="resume" if existing == "resume" else "refuse", progress=progress, split=split)
-        result["run_name"] = f"{out_dir.name}/{folder.name}"
-        if on_point is not None:
-            on_point(folder, result)
-        runs.append(str(folder / "train.json"))
-        points.append(_sweep_point(value, result))
+    with contextlib.ExitStack() as groups:
+        for framework in frameworks:  # PyTorch's rank processes start once for the whole sweep
+            groups.enter_context(backend.get(framework).device_group(devices, device=device))
+        for value, point_run in zip(values, point_runs):
+            folder = sweep_folder(out_dir, name, value)
+            result = run_training(point_run, frameworks=frameworks, seeds=seeds, out_dir=folder,
+                                  existing="resume" if existing == "resume" else "refuse", progress=progress,
+                                  split=split, devices=devices, device=device)
+            result["run_name"] = f"{out_dir.name}/{folder.name}"
+            if on_point is not None:
+                on_point(folder, result)
+            runs.append(str(folder / "train.json"))
+            points.append(_sweep_point(value, result))
     first = frameworks[0]
     best = max(points, key=lambda p: (p["frameworks"][first]["val_hr"], p["frameworks"][first]["val_ndcg"]))
     return {"command": "sweep", "field": f"{section}.{name}", "values": values, "config": run.to_dict(),
-            "split": split.info, "frameworks": frameworks, "seeds": seeds, "points": points, "train_json": runs,
+            "split": split.info, "frameworks": frameworks, "seeds": seeds, "devices": devices, "points": points,
+            "train_json": runs,
             "chosen_by_validation": best["value"],
             "saturation_definition": "r = sqrt(c) |z| for each user's code point z (code_saturation) or decoder "
                                      "output point y (output_saturation), no dropout, validation inputs; norm_mean / "

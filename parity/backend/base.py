@@ -9,6 +9,13 @@ harness makes (the `train` command, the bench, the models suite): arrays in, num
     matrix = session.put(dense_rows(...))                  # the training matrix, on the device once
     losses = session.train_epoch(matrix, batches, masks)   # masks: parity.data.epoch_masks(...)
     scores = session.score(batch); weights = session.weights()
+    session.close()                                        # or `with ... as session`
+
+Data parallel: `session(run, weights, devices=N)` trains on N devices (`jax_impl.distributed`: one
+process, the batch rows sharded over a device mesh; `torch_ref.distributed`: N rank processes under
+DistributedDataParallel) behind the same calls. It trains the same global batches with the same
+masks and computes what one device computes, up to the order of the sums. `device_group(N)` keeps
+the N devices' workers (PyTorch's rank processes) running for every session built inside it.
 
 For the public checks (`parity.checks`) a Backend also evaluates a function with its vector-Jacobian
 product, runs a module forward with every submodule's output captured (`layer_outputs`; with the
@@ -20,14 +27,20 @@ Framework imports happen inside the methods: importing this module costs nothing
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from parity.config import ModelConfig, OptimizerConfig, RunConfig
+from parity.errors import UsageError
+
+
+class DevicesUnavailable(UsageError):
+    """More devices were asked for than the framework sees (a usage error: the message says what to do)."""
 
 
 def enable_float64() -> None:
@@ -47,12 +60,16 @@ def float64_enabled() -> bool:
 
 
 class Session:
-    """One model and its optimizer, on one device, behind the calls the harness's loops make.
+    """One model and its optimizer, on one device or data-parallel on `devices`, behind the calls the
+    harness's loops make.
 
-    Subclasses: `JaxSession` (`jax_impl.train.Trainer`), `TorchSession` (`torch_ref.train.Trainer`)."""
+    Subclasses: `JaxSession` (`jax_impl.train.Trainer`), `TorchSession` (`torch_ref.train.Trainer`),
+    and on several devices `JaxDataParallelSession` (`jax_impl.distributed.DataParallelTrainer`),
+    `TorchDataParallelSession` (`torch_ref.distributed.SpawnedDataParallelTrainer`)."""
 
     framework: str
     dtype: str
+    devices: int = 1
 
     def put(self, array: np.ndarray) -> Any:
         """`array` on this session's device (the training matrix: once, not per epoch)."""
@@ -108,6 +125,21 @@ class Session:
         """One epoch under the framework's profiler, its output under `folder`; -> where it is."""
         raise NotImplementedError
 
+    def replica_max_difference(self) -> float:
+        """The largest difference between two devices' copies of the parameters and optimizer state
+        (data parallelism keeps them the same bits: 0.0). One device: one copy, 0.0."""
+        return 0.0
+
+    def close(self) -> None:
+        """Free what the session holds outside this process (a data-parallel session's rank
+        processes); safe to call twice. One device: nothing to free."""
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 class Backend:
     """A framework: how to build its models, optimizers and sessions, and place work on a device."""
@@ -124,9 +156,22 @@ class Backend:
         Euclidean weights as the Euclidean optimizer would."""
         raise NotImplementedError
 
-    def session(self, run: RunConfig, weights: dict[str, np.ndarray], *, device: str = "cpu",
+    def session(self, run: RunConfig, weights: dict[str, np.ndarray], *, device: str = "cpu", devices: int = 1,
                 compile_mode: str | None = None, compiled: bool = False) -> Session:
+        """`run`'s model from `weights` with its optimizer, on `device` ("cpu" or "gpu"); `devices` > 1:
+        data-parallel over that many devices of that kind (`DevicesUnavailable` if they are not there).
+        `compiled` / `compile_mode`: torch.compile (one device only)."""
         raise NotImplementedError
+
+    def check_devices(self, devices: int, device: str = "cpu") -> str | None:
+        """None if `devices` devices of kind `device` can train data-parallel here, else why not."""
+        return None if devices == 1 else f"{self.label} has no data-parallel sessions"
+
+    @contextlib.contextmanager
+    def device_group(self, devices: int, *, device: str = "cpu") -> Iterator[None]:
+        """Within it, the sessions on `devices` devices of kind `device` share one set of workers
+        (PyTorch: N rank processes, started once instead of per session). JAX needs none."""
+        yield
 
     def select_device(self, device: str, gpu_matmul: str = "float32") -> str | None:
         """Point this framework at "cpu" or "gpu"; -> None, or why the device is not there."""

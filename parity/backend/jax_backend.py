@@ -1,9 +1,11 @@
-"""The JAX backend: `jax_impl` sessions, and the public checks' primitives for JAX functions and
-Flax NNX modules."""
+"""The JAX backend: `jax_impl` sessions (one device, or data-parallel over a device mesh), and the
+public checks' primitives for JAX functions and Flax NNX modules."""
 
 from __future__ import annotations
 
 import functools
+import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,8 +14,25 @@ from typing import Any
 import numpy as np
 
 from parity import convert
-from parity.backend.base import Backend, Captured, ModuleRun, Session
+from parity.backend.base import Backend, Captured, DevicesUnavailable, ModuleRun, Session
 from parity.config import RunConfig
+
+# JAX's CPU platform makes N devices of the host only when told so before it starts
+HOST_DEVICES_FLAG = "--xla_force_host_platform_device_count"
+
+
+def request_host_devices(count: int) -> None:
+    """Ask JAX's CPU platform for at least `count` devices: XLA_FLAGS gets
+    --xla_force_host_platform_device_count=count (a larger count already there stays). Takes effect
+    only if JAX has not started yet (before its first import in this process); on GPUs nothing is needed."""
+    if count <= 1:
+        return
+    flags = os.environ.get("XLA_FLAGS", "")
+    found = re.search(rf"{HOST_DEVICES_FLAG}=(\d+)", flags)
+    if found and int(found.group(1)) >= count:
+        return
+    flags = re.sub(rf"\s*{HOST_DEVICES_FLAG}=\S*", "", flags)
+    os.environ["XLA_FLAGS"] = f"{flags} {HOST_DEVICES_FLAG}={count}".strip()
 
 
 class JaxSession(Session):
@@ -80,6 +99,71 @@ class JaxSession(Session):
                 "view": "the *.trace.json.gz inside in ui.perfetto.dev, or xprof / tensorboard on the folder"}
 
 
+class JaxDataParallelSession(JaxSession):
+    """A `JaxSession` on `devices` devices: `jax_impl.distributed.DataParallelTrainer`, one process
+    driving a ("data",) mesh; parameters, optimizer state and the training matrix replicated, every
+    batch's rows (and their keep-masks) split into one contiguous block per device."""
+
+    def __init__(self, run: RunConfig, weights: dict[str, np.ndarray], backend: JaxBackend, device: str = "cpu",
+                 devices: int = 2):
+        import jax_impl.distributed as jd
+        import jax_impl.train as jt
+
+        self.dtype, self.on_gpu, self.devices = run.train.dtype, device == "gpu", devices
+        self._masks = jt.StepMasks
+        model = backend.model(run.model, weights, self.dtype)
+        self.trainer = jd.DataParallelTrainer(model, backend.optimizer(run.model, run.optimizer),
+                                              devices=mesh_devices(device, devices),
+                                              dense_refeeding=run.train.dense_refeeding)
+
+    def put(self, array):
+        return self.trainer.put(array)
+
+    def load_weights(self, weights):
+        convert.load_jax(self.trainer.params, weights)
+        self.trainer.params = self.trainer.put(self.trainer.params)  # back on every device
+
+    def load_optimizer_arrays(self, arrays):
+        template = self.trainer.optimizer.init(self.trainer.params)
+        self.trainer.opt_state = self.trainer.put(convert.jax_tree_from_arrays(template, arrays))
+
+    def replica_max_difference(self):
+        return self.trainer.replica_max_difference()
+
+    def peak_memory_bytes(self):
+        if not self.on_gpu:
+            return None
+        peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in self.trainer.mesh.devices.flat]
+        return max((p for p in peaks if p is not None), default=None)  # the fullest device
+
+
+def mesh_devices(device: str, count: int) -> list:
+    """The first `count` JAX devices of kind `device` ("cpu" or "gpu"); `DevicesUnavailable` if fewer."""
+    problem = devices_problem(device, count)
+    if problem:
+        raise DevicesUnavailable(problem)
+    import jax
+
+    return jax.devices(device)[:count]
+
+
+def devices_problem(device: str, count: int) -> str | None:
+    """None if JAX sees `count` devices of kind `device`, else why not and what to do."""
+    import jax
+
+    try:
+        available = len(jax.devices(device))
+    except RuntimeError:  # no such platform (no GPU, or a CPU-only jaxlib)
+        available = 0
+    if available >= count:
+        return None
+    if device == "cpu":
+        return (f"{count} devices asked for, JAX sees {available} CPU device(s): on the CPU, JAX makes N devices "
+                f"only from XLA_FLAGS={HOST_DEVICES_FLAG}=N set before it starts (the poincare-parity command "
+                "sets it from --devices; in your own script set it before `import jax`)")
+    return f"{count} GPUs asked for, JAX sees {available} (a CUDA build of jax sees every visible GPU, see README)"
+
+
 class JaxBackend(Backend):
     name, label = "jax", "JAX"
 
@@ -96,8 +180,15 @@ class JaxBackend(Backend):
             return jt.riemannian_optimizer(optimizer, curvature=learned_curvature if model.learn_c else None)
         return jt.euclidean_optimizer(optimizer)
 
-    def session(self, run, weights, *, device="cpu", compile_mode=None, compiled=False):
+    def session(self, run, weights, *, device="cpu", devices=1, compile_mode=None, compiled=False):
+        if devices < 1:
+            raise ValueError(f"devices must be >= 1, got {devices}")
+        if devices > 1:
+            return JaxDataParallelSession(run, weights, self, device, devices)
         return JaxSession(run, weights, self, device)
+
+    def check_devices(self, devices, device="cpu"):
+        return None if devices == 1 else devices_problem(device, devices)
 
     def select_device(self, device, gpu_matmul="float32"):
         import jax

@@ -1,5 +1,6 @@
-"""The PyTorch backend: `torch_ref` sessions, and the public checks' primitives for torch functions and
-modules (geoopt's included)."""
+"""The PyTorch backend: `torch_ref` sessions (one device, or data-parallel over rank processes under
+DistributedDataParallel), and the public checks' primitives for torch functions and modules (geoopt's
+included)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from parity import convert
-from parity.backend.base import Backend, Captured, ModuleRun, Session
+from parity.backend.base import Backend, Captured, DevicesUnavailable, ModuleRun, Session
 from parity.config import RunConfig
 
 
@@ -97,6 +98,73 @@ class TorchSession(Session):
         return {"ops_table": str(path)}
 
 
+class TorchDataParallelSession(TorchSession):
+    """A `TorchSession` on `devices` devices: `torch_ref.distributed.SpawnedDataParallelTrainer`, one
+    rank process per device (gloo on the CPU, nccl on GPUs) each training its contiguous block of every
+    batch under DistributedDataParallel; this process holds rank 0's weights and optimizer state.
+
+    `processes`: rank processes to share (`TorchBackend.device_group`); without them the session starts
+    its own, and `close()` stops them."""
+
+    def __init__(self, run: RunConfig, weights: dict[str, np.ndarray], backend: TorchBackend, device: str = "cpu",
+                 devices: int = 2, processes=None):
+        import torch_ref.distributed as td
+        import torch_ref.train as tt
+
+        problem = backend.check_devices(devices, device)
+        if problem:
+            raise DevicesUnavailable(problem)
+        self.dtype, self.device, self.devices = run.train.dtype, _torch_device(device), devices
+        self._masks = tt.StepMasks
+        model = backend.model(run.model, weights, self.dtype)
+        factory = backend.optimizer(run.model, run.optimizer)
+        if processes is not None:
+            self.trainer = td.SpawnedDataParallelTrainer(model, factory, processes=processes,
+                                                         dense_refeeding=run.train.dense_refeeding)
+        else:
+            self.trainer = td.data_parallel_trainer(model, factory, devices=devices, device=self.device.type,
+                                                    dense_refeeding=run.train.dense_refeeding)
+
+    def put(self, array):
+        return self.trainer.put(np.ascontiguousarray(array))  # shared memory: the ranks read it in place
+
+    def train_epoch(self, matrix, batches, masks, *, stepwise=False):
+        return self.trainer.train_epoch(matrix, batches, self._masks(*masks))
+
+    # the trainer's `model` / `optimizer` are host copies of rank 0's; what is loaded into them reaches
+    # every rank before the next call
+    def weights(self):
+        return convert.extract_torch(self.trainer.model)
+
+    def load_weights(self, weights):
+        convert.load_torch(self.trainer.model, weights)
+
+    def optimizer_arrays(self):
+        return convert.torch_optimizer_to_arrays(self.trainer.optimizer)
+
+    def load_optimizer_arrays(self, arrays):
+        convert.torch_optimizer_from_arrays(self.trainer.optimizer, arrays)
+
+    def sync(self):
+        """Nothing to wait for: every call returns when the ranks have answered."""
+
+    def replica_max_difference(self):
+        return self.trainer.replica_max_difference()
+
+    def reset_peak_memory(self):
+        """The rank processes hold the device memory: no peak is kept here."""
+
+    def peak_memory_bytes(self):
+        return None
+
+    def profile_epoch(self, matrix, batches, masks, folder, name, *, stepwise=False):
+        raise NotImplementedError("a data-parallel PyTorch epoch runs in its rank processes: profile one rank "
+                                  "under torchrun instead")
+
+    def close(self):
+        self.trainer.close()
+
+
 class TorchBackend(Backend):
     name, label = "torch", "PyTorch"
 
@@ -109,8 +177,45 @@ class TorchBackend(Backend):
         # geoopt reads a learnable ball's current c from the parameters' manifold itself
         return tt.riemannian_optimizer(optimizer) if model.kind == "hae" else tt.euclidean_optimizer(optimizer)
 
-    def session(self, run, weights, *, device="cpu", compile_mode=None, compiled=False):
+    def __init__(self):
+        self._groups: dict[tuple[int, str], Any] = {}  # (devices, device) -> rank processes of a device_group
+
+    def session(self, run, weights, *, device="cpu", devices=1, compile_mode=None, compiled=False):
+        if devices < 1:
+            raise ValueError(f"devices must be >= 1, got {devices}")
+        if devices > 1:
+            if compiled:
+                raise ValueError("torch.compile runs on one device here: compiled=True needs devices=1")
+            return TorchDataParallelSession(run, weights, self, device, devices, self._groups.get((devices, device)))
         return TorchSession(run, weights, self, device, compiled=compiled, compile_mode=compile_mode)
+
+    def check_devices(self, devices, device="cpu"):
+        if devices == 1 or device == "cpu":  # on the CPU the ranks are processes: any number
+            return None
+        import torch
+
+        available = torch.cuda.device_count()
+        if available >= devices:
+            return None
+        return f"{devices} GPUs asked for, torch sees {available} (one rank process per GPU; see README)"
+
+    @contextlib.contextmanager
+    def device_group(self, devices, *, device="cpu"):
+        key = (devices, device)
+        if devices == 1 or key in self._groups:  # one device, or an outer group already holds them
+            yield
+            return
+        problem = self.check_devices(devices, device)
+        if problem:
+            raise DevicesUnavailable(problem)
+        import torch_ref.distributed as td
+
+        with td.RankProcesses(devices, device=_torch_device(device).type) as processes:
+            self._groups[key] = processes
+            try:
+                yield
+            finally:
+                del self._groups[key]
 
     def select_device(self, device, gpu_matmul="float32"):
         import torch

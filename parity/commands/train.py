@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+from parity import backend, training
 from parity import config as cfg
-from parity import training
 from parity.config import RunConfig
 from parity.data import default_protocol
 from parity.errors import EXIT_OK, ConfigError, UsageError
@@ -80,7 +81,25 @@ def parse_seeds(text: str | None, run: RunConfig) -> list[int]:
     return seeds
 
 
+def select_devices(frameworks: list[str], device: str, devices: int) -> None:
+    """--device / --devices, before any data is read: `device` "gpu" points every framework at its GPUs
+    (UsageError if one has none); `devices` of that kind must be there for each framework."""
+    if device == "gpu":
+        # JAX grabs 75% of GPU memory at start by default, which would starve torch (in this process or its ranks)
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+        for name in frameworks:
+            problem = backend.get(name).select_device(device)
+            if problem:
+                raise UsageError(f"--device gpu: {problem}")
+    try:
+        training.check_devices(frameworks, devices, device)
+    except UsageError as error:
+        raise UsageError(f"--devices {devices}: {error}") from None
+
+
 def print_summary(result: dict[str, Any]) -> None:
+    if result.get("devices", 1) > 1:
+        print(f"data-parallel on {result['devices']} devices")
     for r in result["runs"]:
         t = r["test"]
         print(f"{r['framework']:<6} seed {r['seed']}: best epoch {r['best_epoch'] + 1}/{r['epochs_run']}  "
@@ -170,9 +189,7 @@ def main(args) -> int:
     seeds = parse_seeds(args.seeds, run)
     frameworks = _frameworks(args)
     if run.train.dtype == "float64" and "jax" in frameworks:
-        from parity.backend import enable_float64
-
-        enable_float64()
+        backend.enable_float64()
     run_name = args.run_name or args.preset or f"{run.model.kind}-{Path(run.data.dataset).name}-{run.data.protocol}"
     sweep = parse_sweep(args.sweep) if args.sweep else None
     if sweep and not args.run_name and not args.out:
@@ -187,31 +204,33 @@ def main(args) -> int:
     check_writable(args.json, folders=(out_dir,))
     for folder in ([out_dir] if sweep else []) + folders:  # a previous run there: refused unless --resume / --overwrite
         training.check_run_folder(folder, existing)
+    select_devices(frameworks, args.device, args.devices)
     if existing == "resume":
         say_resume(folders, frameworks, seeds)
     if sweep:
         def write_point(folder: Path, result: dict[str, Any]) -> None:
             result["run_name"] = f"{out_dir.name}/{folder.name}"
-            write_json(folder / "train.json", result, command="train")
+            write_json(folder / "train.json", result, command="train", device=args.device)
 
         payload = training.run_sweep(run, *sweep, frameworks=frameworks, seeds=seeds, out_dir=out_dir,
                                      existing=existing, progress=not args.no_progress, data_dir=args.data_dir,
-                                     on_point=write_point)
+                                     on_point=write_point, devices=args.devices, device=args.device)
         payload["run_name"], payload["preset"] = run_name, args.preset
         print_sweep(payload)
-        write_json(out_dir / "sweep.json", payload, command="train")
+        write_json(out_dir / "sweep.json", payload, command="train", device=args.device)
         from parity.report import plot_sweep
 
         plot = plot_sweep(payload, out_dir / "sweep.png")
         print(f"wrote {out_dir / 'sweep.json'}" + (f" and {plot}" if plot else ""))
         if args.json:
-            print(f"wrote {write_json(args.json, payload, command='train')}")
+            print(f"wrote {write_json(args.json, payload, command='train', device=args.device)}")
         return EXIT_OK
     result = training.run_training(run, frameworks=frameworks, seeds=seeds, out_dir=out_dir, existing=existing,
-                                   progress=not args.no_progress, data_dir=args.data_dir)
+                                   progress=not args.no_progress, data_dir=args.data_dir, devices=args.devices,
+                                   device=args.device)
     result["run_name"], result["preset"] = run_name, args.preset
     print_summary(result)
-    print(f"wrote {write_json(out_dir / 'train.json', result, command='train')}")
+    print(f"wrote {write_json(out_dir / 'train.json', result, command='train', device=args.device)}")
     if args.json:
-        print(f"wrote {write_json(args.json, result, command='train')}")
+        print(f"wrote {write_json(args.json, result, command='train', device=args.device)}")
     return EXIT_OK

@@ -1,0 +1,146 @@
+r"""Sparse user rows for the autoencoders' first layer (PyTorch): the reference for `jax_impl.sparse`.
+
+    W h = \sum_{i : h_i \ne 0} h_i W_{:, i}                   (out,) for each row, W (out, n_items)
+
+computed by ``torch.nn.functional.embedding_bag(mode="sum", per_sample_weights=h)`` over the rows of
+:math:`W^T`, whose backward is torch's own scatter-add of the weighted output gradients into the items'
+rows; no dense (batch, n_items) product is formed.
+
+    SparseRows(indptr, rows, items, values, keep)
+    sparse_rows(matrix, rows, ...) -> SparseRows (numpy)          one batch of a CSR matrix
+    to_device(batch, device) -> SparseRows of tensors
+    matmul(batch, values, weight) -> (n_rows, out)
+    row_sums(batch, x), at_entries(batch, dense), to_dense(batch, n_items)
+
+The fields are the first five of `jax_impl.sparse.SparseRows`, built by the same numpy code (mirrored
+here, as the two sides import nothing of each other): the batch's CSR and its entries in CSR order,
+padded at the end with entries (last row, item 0, value 0, not kept) to `bucket(nnz + 1)`. The JAX side
+adds its chunk layouts; this side needs none: eager PyTorch takes any shape, and embedding_bag reads
+the entries as they are (the padding entries join the last row's bag and add exact zeros).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["SparseRows", "sparse_rows", "to_device", "matmul", "row_sums", "at_entries", "to_dense", "bucket",
+           "is_sparse_matrix"]
+
+
+class SparseRows(NamedTuple):
+    """A batch of rows of a sparse matrix (see the module docstring)."""
+
+    indptr: Any  # (n_rows + 1,) int: row r's entries are [indptr[r], indptr[r + 1])
+    rows: Any  # (n_entries,) int: the batch row of each entry, nondecreasing; padding on the last row
+    items: Any  # (n_entries,) int: the column of each entry; padding 0
+    values: Any  # (n_entries,) float: the value of each entry; padding 0
+    keep: Any  # (n_entries,) bool: the input dropout keep-mask at the entries (padding False); None: no dropout
+
+    @property
+    def n_rows(self) -> int:
+        return self.indptr.shape[-1] - 1
+
+
+def is_sparse_matrix(matrix: Any) -> bool:
+    """A CSR matrix (scipy.sparse's csr_matrix / csr_array, or anything with indptr, indices, data, shape)."""
+    return all(hasattr(matrix, name) for name in ("indptr", "indices", "data", "shape"))
+
+
+def bucket(n: int) -> int:
+    """``n`` rounded up to a multiple of 2^(bit_length(n) - 5) (`jax_impl.sparse.bucket`)."""
+    step = 1 << max(n.bit_length() - 5, 0)
+    return -(-n // step) * step
+
+
+def _batch_csr(matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(indptr, items, values) of `matrix[rows]`, entries in CSR order (columns ascending within a row),
+    explicit zeros dropped (the dense path's masked loss counts only nonzero targets)."""
+    indptr = np.asarray(matrix.indptr, np.int64)
+    starts, lengths = indptr[rows], indptr[rows + 1] - indptr[rows]
+    first = np.zeros(len(rows) + 1, np.int64)
+    np.cumsum(lengths, out=first[1:])
+    source = np.repeat(starts - first[:-1], lengths) + np.arange(first[-1])  # batch entry -> matrix entry
+    row_of = np.repeat(np.arange(len(rows)), lengths)
+    items = np.asarray(matrix.indices)[source].astype(np.int64)
+    values = np.asarray(matrix.data)[source]
+    order = np.lexsort((items, row_of))  # scipy keeps a row's columns unsorted unless told otherwise
+    nonzero = values[order] != 0
+    row_of, items, values = row_of[order][nonzero], items[order][nonzero], values[order][nonzero]
+    if np.any((np.diff(row_of) == 0) & (np.diff(items) == 0)):
+        raise ValueError("the matrix has duplicate entries in a row: call sum_duplicates() first")
+    offsets = np.zeros(len(rows) + 1, np.int64)
+    np.cumsum(np.bincount(row_of, minlength=len(rows)), out=offsets[1:])
+    return offsets, items, values
+
+
+def sparse_rows(matrix, rows, *, input_keep=None, dtype: Any = np.float32) -> SparseRows:
+    """The rows `rows` of the CSR `matrix` (n_rows_total, n_items) as a `SparseRows` of numpy arrays.
+
+    `input_keep`: the input dropout keep-mask of these rows, dense (len(rows), n_items) bool, as the
+    dense path takes it (only for a model with input dropout > 0); it is read at the entries.
+    """
+    rows = np.asarray(rows, np.int64)
+    n_rows, n_items = len(rows), int(matrix.shape[1])
+    if n_rows == 0:
+        raise ValueError("a batch needs at least one row")
+    indptr, items, values = _batch_csr(matrix, rows)
+    row_of = np.repeat(np.arange(n_rows), np.diff(indptr))
+    keep = None
+    if input_keep is not None:
+        input_keep = np.asarray(input_keep)
+        if input_keep.shape != (n_rows, n_items):
+            raise ValueError(f"input_keep rows have shape {input_keep.shape}, expected {(n_rows, n_items)}")
+        keep = input_keep[row_of, items].astype(bool)
+    n_entries = bucket(len(items) + 1)
+
+    def pad(a, fill, kind=np.int32):
+        out = np.full(n_entries, fill, kind)
+        out[: len(a)] = a
+        return out
+
+    return SparseRows(indptr=indptr.astype(np.int32), rows=pad(row_of, n_rows - 1), items=pad(items, 0),
+                      values=pad(values, 0, dtype), keep=None if keep is None else pad(keep, False, bool))
+
+
+def to_device(batch: SparseRows, device: torch.device | str | None = None) -> SparseRows:
+    """A `SparseRows` of tensors on `device` (indices as int64, which torch's index ops take)."""
+    def put(a, index: bool):
+        if a is None:
+            return None
+        t = torch.as_tensor(a, device=device)
+        return t.long() if index else t
+
+    return SparseRows(put(batch.indptr, True), put(batch.rows, True), put(batch.items, True),
+                      put(batch.values, False), put(batch.keep, False))
+
+
+def row_sums(batch: SparseRows, x: Tensor) -> Tensor:
+    r""":math:`\sum_{e \in \text{row } r} x_e` for each row: (n_entries,) -> (n_rows,)."""
+    return torch.zeros(batch.n_rows, dtype=x.dtype, device=x.device).index_add(0, batch.rows, x)
+
+
+def at_entries(batch: SparseRows, dense: Tensor) -> Tensor:
+    """A dense (n_rows, n_items) tensor read at the batch's entries: (n_entries,)."""
+    return dense[batch.rows, batch.items]
+
+
+def to_dense(batch: SparseRows, n_items: int) -> Tensor:
+    """The batch as a dense (n_rows, n_items) tensor (padding adds exact zeros)."""
+    out = torch.zeros(batch.n_rows, n_items, dtype=batch.values.dtype, device=batch.values.device)
+    return out.index_put((batch.rows, batch.items), batch.values, accumulate=True)
+
+
+def matmul(batch: SparseRows, values: Tensor, weight: Tensor) -> Tensor:
+    r""":math:`(W h_r)_r = \big(\sum_{e \in \text{row } r} \text{values}_e\, W_{:, \text{item}_e}\big)_r`,
+    the dense ``h @ weight.T``; ``weight`` (out, n_items) -> (n_rows, out).
+
+    ``embedding_bag`` over the rows of :math:`W^T` (a contiguous copy: on a transposed view it reads
+    each row across W's rows, 5x slower, measured), one bag per row from ``indptr``.
+    """
+    return F.embedding_bag(batch.items, weight.t().contiguous(), batch.indptr[:-1], mode="sum",
+                           per_sample_weights=values)

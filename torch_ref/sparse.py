@@ -57,25 +57,59 @@ def bucket(n: int) -> int:
     return -(-n // step) * step
 
 
-def _batch_csr(matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(indptr, items, values) of `matrix[rows]`, entries in CSR order (columns ascending within a row),
-    explicit zeros dropped (the dense path's masked loss counts only nonzero targets)."""
+class _Entries(NamedTuple):
+    """The nonzeros of a run of equal-sized batches, in CSR order, numbered through the whole run."""
+
+    n_steps: int
+    n_rows: int  # per batch
+    step: np.ndarray  # (n,) the batch of each entry, nondecreasing
+    row: np.ndarray  # (n,) its row within the batch
+    items: np.ndarray  # (n,) int64
+    values: np.ndarray  # (n,)
+    keep: np.ndarray | None  # (n,) bool
+    position: np.ndarray  # (n,) its position within its batch's entries
+    indptr: np.ndarray  # (n_steps, n_rows + 1)
+
+
+def _entries(matrix, batches, input_keep) -> _Entries:
+    """The batches' rows of the CSR `matrix` as entries (vectorised over the whole run: one pass of
+    numpy per epoch, not one per batch), explicit zeros dropped (the dense masked loss counts only
+    nonzero targets), the keep-mask read at the entries."""
+    n_steps, n_rows = len(batches), len(batches[0])
+    if n_rows == 0:
+        raise ValueError("a batch needs at least one row")
+    if any(len(rows) != n_rows for rows in batches):
+        raise ValueError("batches laid out together need one size")
+    rows = np.concatenate([np.asarray(r, np.int64) for r in batches])
     indptr = np.asarray(matrix.indptr, np.int64)
     starts, lengths = indptr[rows], indptr[rows + 1] - indptr[rows]
     first = np.zeros(len(rows) + 1, np.int64)
     np.cumsum(lengths, out=first[1:])
-    source = np.repeat(starts - first[:-1], lengths) + np.arange(first[-1])  # batch entry -> matrix entry
-    row_of = np.repeat(np.arange(len(rows)), lengths)
+    source = np.repeat(starts - first[:-1], lengths) + np.arange(first[-1])  # run entry -> matrix entry
+    owner = np.repeat(np.arange(len(rows)), lengths)  # the run's row of each entry
     items = np.asarray(matrix.indices)[source].astype(np.int64)
     values = np.asarray(matrix.data)[source]
-    order = np.lexsort((items, row_of))  # scipy keeps a row's columns unsorted unless told otherwise
-    nonzero = values[order] != 0
-    row_of, items, values = row_of[order][nonzero], items[order][nonzero], values[order][nonzero]
-    if np.any((np.diff(row_of) == 0) & (np.diff(items) == 0)):
-        raise ValueError("the matrix has duplicate entries in a row: call sum_duplicates() first")
-    offsets = np.zeros(len(rows) + 1, np.int64)
-    np.cumsum(np.bincount(row_of, minlength=len(rows)), out=offsets[1:])
-    return offsets, items, values
+    if not getattr(matrix, "has_canonical_format", False):  # scipy's flag: columns sorted, no duplicates
+        order = np.lexsort((items, owner))
+        owner, items, values = owner[order], items[order], values[order]
+        if np.any((np.diff(owner) == 0) & (np.diff(items) == 0)):
+            raise ValueError("the matrix has duplicate entries in a row: call sum_duplicates() first")
+    nonzero = values != 0
+    if not nonzero.all():
+        owner, items, values = owner[nonzero], items[nonzero], values[nonzero]
+    keep = None
+    if input_keep is not None:
+        input_keep = np.asarray(input_keep)
+        if input_keep.shape != (len(rows), int(matrix.shape[1])):
+            raise ValueError(f"input_keep has shape {input_keep.shape}, expected {(len(rows), int(matrix.shape[1]))}")
+        keep = input_keep.reshape(-1)[owner * input_keep.shape[1] + items].astype(bool)
+    per_row = np.bincount(owner, minlength=len(rows)).reshape(n_steps, n_rows)
+    batch_indptr = np.zeros((n_steps, n_rows + 1), np.int64)
+    np.cumsum(per_row, axis=1, out=batch_indptr[:, 1:])
+    step = owner // n_rows
+    step_first = np.concatenate([[0], np.cumsum(batch_indptr[:, -1])])
+    return _Entries(n_steps, n_rows, step, owner % n_rows, items, values, keep,
+                    np.arange(len(items)) - step_first[step], batch_indptr)
 
 
 def sparse_rows(matrix, rows, *, input_keep=None, dtype: Any = np.float32) -> SparseRows:
@@ -84,27 +118,16 @@ def sparse_rows(matrix, rows, *, input_keep=None, dtype: Any = np.float32) -> Sp
     `input_keep`: the input dropout keep-mask of these rows, dense (len(rows), n_items) bool, as the
     dense path takes it (only for a model with input dropout > 0); it is read at the entries.
     """
-    rows = np.asarray(rows, np.int64)
-    n_rows, n_items = len(rows), int(matrix.shape[1])
-    if n_rows == 0:
-        raise ValueError("a batch needs at least one row")
-    indptr, items, values = _batch_csr(matrix, rows)
-    row_of = np.repeat(np.arange(n_rows), np.diff(indptr))
-    keep = None
-    if input_keep is not None:
-        input_keep = np.asarray(input_keep)
-        if input_keep.shape != (n_rows, n_items):
-            raise ValueError(f"input_keep rows have shape {input_keep.shape}, expected {(n_rows, n_items)}")
-        keep = input_keep[row_of, items].astype(bool)
-    n_entries = bucket(len(items) + 1)
+    e = _entries(matrix, [rows], input_keep)
+    n_entries = bucket(len(e.items) + 1)
 
-    def pad(a, fill, kind=np.int32):
+    def padded(a, fill, kind=np.int32):
         out = np.full(n_entries, fill, kind)
         out[: len(a)] = a
         return out
 
-    return SparseRows(indptr=indptr.astype(np.int32), rows=pad(row_of, n_rows - 1), items=pad(items, 0),
-                      values=pad(values, 0, dtype), keep=None if keep is None else pad(keep, False, bool))
+    return SparseRows(indptr=e.indptr[0].astype(np.int32), rows=padded(e.row, e.n_rows - 1), items=padded(e.items, 0),
+                      values=padded(e.values, 0, dtype), keep=None if e.keep is None else padded(e.keep, False, bool))
 
 
 def to_device(batch: SparseRows, device: torch.device | str | None = None) -> SparseRows:

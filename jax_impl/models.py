@@ -294,15 +294,14 @@ class AutoEncoder(nnx.Module):
         """The code (batch, code_size); `x` dense (batch, n_items) or a `SparseRows` (then its first layer
         reads the nonzeros only, and the batch carries its input keep-mask)."""
         f = activation(self.config.activation)
-        if isinstance(x, SparseRows):
-            h = f(self.encoder[0].of_sparse(x, sparse_input(x, self.config, input_keep)))
-            for layer in list(self.encoder)[1:]:
-                h = f(layer(h))
-            return dropout(h, code_keep, self.config.code_dropout)
-        h = normalize_rows(x) if self.config.input_normalization == "l2" else x
-        h = dropout(h, input_keep, self.config.input_dropout)
-        for layer in self.encoder:
-            h = f(layer(h))
+        on_sparse = isinstance(x, SparseRows)
+        if on_sparse:
+            values = sparse_input(x, self.config, input_keep)
+        else:
+            h = normalize_rows(x) if self.config.input_normalization == "l2" else x
+            h = dropout(h, input_keep, self.config.input_dropout)
+        for index, layer in enumerate(self.encoder):
+            h = f(layer.of_sparse(x, values) if on_sparse and index == 0 else layer(h))
         return dropout(h, code_keep, self.config.code_dropout)
 
     def decode(self, z: Array) -> Array:
@@ -420,17 +419,18 @@ class HyperbolicAutoEncoder(nnx.Module):
         """The code: a point on the ball, (batch, code_size); `x` dense (batch, n_items) or a `SparseRows`."""
         f = activation(self.config.activation)
         c = self.curvature()
-        if isinstance(x, SparseRows):
+        on_sparse = isinstance(x, SparseRows)
+        if on_sparse:
             values = sparse_input(x, self.config, input_keep)
-            enter = lambda layer, h, c: self._enter_sparse(layer, x, values, c)  # noqa: E731
-            h = None
         else:
             h = normalize_rows(x) if self.config.input_normalization == "l2" else x
             h = dropout(h, input_keep, self.config.input_dropout)
-            enter = self._enter
         last = len(self.encoder) - 1
         for index, layer in enumerate(self.encoder):
-            y = enter(layer, h, c) if index == 0 else layer(h, c=c)
+            if index:
+                y = layer(h, c=c)
+            else:
+                y = self._enter_sparse(layer, x, values, c) if on_sparse else self._enter(layer, h, c)
             code_dropout = (lambda v: dropout(v, code_keep, self.config.code_dropout)) if index == last else None
             h = hyperbolic_activation(y, f, c=c, tangent=code_dropout)
         return h

@@ -11,6 +11,7 @@ touch only the columns of W the batch's nonzeros name; no dense (batch, n_items)
     SparseRows(indptr, rows, items, values, row_chunks, chunk_rows, item_chunks, chunk_items)
     sparse_rows(matrix, rows, ...) -> SparseRows (numpy)           one batch of a CSR matrix
     epoch_sparse_rows(matrix, batches, ...) -> SparseRows (numpy)  equal-sized batches stacked, one padding
+    to_device(batch) -> SparseRows of JAX arrays
     SparseSizes, bucket                                            the padding (static shapes for jit)
     matmul(batch, values, weight) -> (n_rows, out)                 W h per row; gradient a scatter-add
     row_sums(batch, x), at_entries(batch, dense), to_dense(batch, n_items)
@@ -32,10 +33,12 @@ with the gathers into one loop (the gathered (entries, out) block is never writt
 adds the chunk sums into their rows (a scatter-add of n_row_chunks rows, K times fewer than entries).
 The weight gradient does the same over item chunks, gathering rows of the (n_rows, out) output
 cotangent, which stays in cache. Why not the obvious alternatives (measured on XLA:CPU, ML-1M shapes,
-see the sparse-input report): a plain gather + `segment_sum`, or `jax.experimental.sparse` BCOO,
-materialise the (entries, out) gather, 120 MB per batch of 256 users, and run 10-20x slower than the
-dense GEMM; an ``einsum``/``jnp.sum`` over the chunk axis becomes a separate library reduction that
-again takes the gather materialised.
+one batch of 256 users at input dropout 0.5, forward and weight gradient; reports/sparse-input): a
+plain gather + `segment_sum`, or `jax.experimental.sparse` BCOO, write the (entries, out) gather out
+(42 MB here, 120 MB without dropout) and take ~5x the dense GEMMs' time; an ``einsum``/``jnp.sum``
+over the chunk axis becomes a separate library reduction that again takes the gather written out
+(~6x); this layout ~0.55x (minima of 20 repeats). Compacting W to the batch's items buys nothing: one batch names
+~92% of ML-1M's items even after dropout.
 """
 
 from __future__ import annotations
@@ -49,13 +52,13 @@ from jax.experimental.layout import Layout, with_layout_constraint
 
 Array = jax.Array
 
-__all__ = ["SparseRows", "SparseSizes", "sparse_rows", "epoch_sparse_rows", "bucket", "matmul",
+__all__ = ["SparseRows", "SparseSizes", "sparse_rows", "epoch_sparse_rows", "to_device", "bucket", "matmul",
            "row_sums", "at_entries", "to_dense", "is_sparse_matrix", "ROW_CHUNK", "ITEM_CHUNK"]
 
 # Chunk widths. Rows (ML-1M: 20 to 2,300 entries, mean 165) waste ~K/2 padded slots each: 8 gives 2%
 # on ML-1M and keeps the chunk-to-row scatter-add 8x smaller than the entries. Items of one batch of
 # 256 users hold 1 to 256 entries (most a handful): 8 wastes 25% of the slots but halves the scatter
-# of 4 (measured fastest of 4, 8, 16 on ML-1M shapes).
+# of 4. (4, 8 and 16 for either were measured within the machine's noise of each other.)
 ROW_CHUNK = 8
 ITEM_CHUNK = 8
 
@@ -136,8 +139,8 @@ def _entries(matrix, batches, input_keep) -> _Entries:
     first = np.zeros(len(rows) + 1, np.int64)
     np.cumsum(lengths, out=first[1:])
     source = np.repeat(starts - first[:-1], lengths) + np.arange(first[-1])  # run entry -> matrix entry
-    owner = np.repeat(np.arange(len(rows)), lengths)  # the run's row of each entry
-    items = np.asarray(matrix.indices)[source].astype(np.int64)
+    owner = np.repeat(np.arange(len(rows), dtype=np.int32), lengths)  # the run's row of each entry
+    items = np.asarray(matrix.indices)[source].astype(np.int32, copy=False)  # 32-bit: half the memory traffic
     values = np.asarray(matrix.data)[source]
     if not getattr(matrix, "has_canonical_format", False):  # scipy's flag: columns sorted, no duplicates
         order = np.lexsort((items, owner))
@@ -152,14 +155,14 @@ def _entries(matrix, batches, input_keep) -> _Entries:
         input_keep = np.asarray(input_keep)
         if input_keep.shape != (len(rows), int(matrix.shape[1])):
             raise ValueError(f"input_keep has shape {input_keep.shape}, expected {(len(rows), int(matrix.shape[1]))}")
-        keep = input_keep.reshape(-1)[owner * input_keep.shape[1] + items].astype(bool)
+        keep = input_keep.reshape(-1)[owner.astype(np.int64) * input_keep.shape[1] + items].astype(bool, copy=False)
     per_row = np.bincount(owner, minlength=len(rows)).reshape(n_steps, n_rows)
     batch_indptr = np.zeros((n_steps, n_rows + 1), np.int64)
     np.cumsum(per_row, axis=1, out=batch_indptr[:, 1:])
-    step = owner // n_rows
-    step_first = np.concatenate([[0], np.cumsum(batch_indptr[:, -1])])
-    return _Entries(n_steps, n_rows, step, owner % n_rows, items, values, keep,
-                    np.arange(len(items)) - step_first[step], batch_indptr)
+    step, row = np.divmod(owner, np.int32(n_rows))
+    step_first = np.concatenate([[0], np.cumsum(batch_indptr[:, -1])]).astype(np.int32)
+    return _Entries(n_steps, n_rows, step, row, items, values, keep,
+                    np.arange(len(items), dtype=np.int32) - step_first[step], batch_indptr)
 
 
 def _group_chunks(groups: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -197,7 +200,7 @@ def _layout(matrix, batches, input_keep, dtype, at_least: SparseSizes | None, ro
     small = np.uint16 if max(n_items, n_steps) <= 1 << 16 else np.int64
     by_item = used[np.argsort(e.items[used].astype(small), kind="stable")]
     by_item = by_item[np.argsort(e.step[by_item].astype(small), kind="stable")]
-    item_slots, item_start = _group_chunks(e.step[by_item] * n_items + e.items[by_item], item_chunk)
+    item_slots, item_start = _group_chunks(e.step[by_item].astype(np.int64) * n_items + e.items[by_item], item_chunk)
     row_chunk_step, item_chunk_step = e.step[used[row_start]], e.step[by_item[item_start]]
     row_rank, row_counts = _rank_in_step(row_chunk_step, n_steps)
     item_rank, item_counts = _rank_in_step(item_chunk_step, n_steps)
@@ -263,6 +266,11 @@ def epoch_sparse_rows(matrix, batches, *, input_keep=None, dtype: Any = np.float
     return _layout(matrix, batches, input_keep, dtype, at_least, row_chunk, item_chunk)
 
 
+def to_device(batch: SparseRows) -> SparseRows:
+    """A `SparseRows` of JAX arrays (on the default device)."""
+    return SparseRows(*(None if a is None else jnp.asarray(a) for a in batch))
+
+
 # ---------------------------------------------------------------------------------------------
 # in the model: functions of a SparseRows of device arrays
 
@@ -297,10 +305,10 @@ def _chunk_sums(table: Array, weights: Array, index: Array) -> Array:
     return total
 
 
-# Both transposes between W (out, n_items) and the gathered table W^T are written out row-major, each once:
-# left to itself XLA folds a transpose into its consumers, and then the gathers read each row of W^T across
-# the rows of W (8 ms for the forward instead of 2), and the optimizer's two moment updates read the gradient
-# across its rows (+9 ms a step, both measured on ML-1M shapes).
+# Both transposes between W (out, n_items) and the gathered table W^T are written out row-major, each once
+# (~1.5 ms of CPU for 3706 x 600): left to itself XLA folds a transpose into its consumers, and then the
+# gathers read each row of W^T across the rows of W (the forward ~15x slower), and the optimizer's two
+# moment updates read the gradient across its rows (~6x slower; both measured on ML-1M shapes).
 _ROW_MAJOR = Layout(major_to_minor=(0, 1))
 
 

@@ -188,7 +188,7 @@ def _encode(params, rest, batch, *, graphdef):
 def _on_device(batch):
     """A dense batch or a `SparseRows` (numpy or JAX arrays) as JAX arrays."""
     if isinstance(batch, SparseRows):
-        return SparseRows(*(None if a is None else jnp.asarray(a) for a in batch))
+        return sparse.to_device(batch)
     return jnp.asarray(batch)
 
 

@@ -47,7 +47,7 @@ def _keep(shape, rate, seed=0):
 
 
 def _jax_batch(rows=ROWS, keep=None, **kw) -> js.SparseRows:
-    return jt._on_device(js.sparse_rows(MATRIX, rows, input_keep=keep, dtype=np.float64, **kw))
+    return js.to_device(js.sparse_rows(MATRIX, rows, input_keep=keep, dtype=np.float64, **kw))
 
 
 def _torch_batch(rows=ROWS, keep=None) -> ts.SparseRows:
@@ -62,11 +62,13 @@ def test_both_builders_lay_out_the_same_entries_and_they_are_the_rows():
     keep = _keep((len(ROWS), N_ITEMS), 0.4)
     j = js.sparse_rows(MATRIX, ROWS, input_keep=keep, dtype=np.float64)
     t = ts.sparse_rows(MATRIX, ROWS, input_keep=keep, dtype=np.float64)
-    for name in ts.SparseRows._fields:
+    common = ("indptr", "rows", "items", "values", "keep")  # then each side's kernel layout
+    assert js.SparseRows._fields[:5] == ts.SparseRows._fields[:5] == common
+    for name in common:
         np.testing.assert_array_equal(getattr(j, name), getattr(t, name), err_msg=name)
     nnz = int(j.indptr[-1])
     assert j.values.shape[0] > nnz and np.all(j.values[nnz:] == 0) and not j.keep[nnz:].any()  # a zero entry at least
-    np.testing.assert_array_equal(np.asarray(js.to_dense(jt._on_device(j), N_ITEMS)), RATINGS[ROWS])
+    np.testing.assert_array_equal(np.asarray(js.to_dense(js.to_device(j), N_ITEMS)), RATINGS[ROWS])
     np.testing.assert_array_equal(j.keep[:nnz], keep[j.rows[:nnz], j.items[:nnz]])
     assert np.all(np.diff(j.rows) >= 0) and np.all(np.diff(j.indptr) >= 0)
     assert j.indptr[1] - j.indptr[0] == np.count_nonzero(RATINGS[11]) >= 30  # the long row,
@@ -85,6 +87,16 @@ def test_each_chunk_layout_holds_every_read_entry_exactly_once(with_keep):
         assert np.all(np.diff(owner) >= 0)
         filled = slots != zero
         np.testing.assert_array_equal(key[slots][filled], np.broadcast_to(owner[:, None], slots.shape)[filled])
+
+
+def test_torch_item_order_is_the_batch_transposed():
+    b = ts.sparse_rows(MATRIX, ROWS, dtype=np.float64)
+    np.testing.assert_array_equal(np.sort(b.item_order), np.arange(len(b.items)))  # every entry once
+    by_item = b.items[b.item_order]
+    assert np.all(np.diff(by_item) >= 0)
+    np.testing.assert_array_equal(b.item_indptr, np.searchsorted(by_item, np.arange(N_ITEMS + 1)))
+    rows_by_item = b.rows[b.item_order]
+    assert all(np.all(np.diff(rows_by_item[a:z]) >= 0) for a, z in zip(b.item_indptr[:-1], b.item_indptr[1:]))
 
 
 def test_epoch_layout_is_the_batches_stacked_and_padding_only_grows():
@@ -151,18 +163,25 @@ def test_jax_matmul_and_its_gradients_are_the_dense_ones():
     assert np.all(np.asarray(g_v)[~read] == 0)  # dropped entries and padding are not read
 
 
-def test_torch_matmul_and_its_gradient_are_the_dense_ones():
-    batch = _torch_batch()
+def test_torch_matmul_and_its_gradients_are_the_dense_ones():
+    keep = _keep((len(ROWS), N_ITEMS), 0.4)
+    batch = _torch_batch(keep=keep)
+    values = (batch.values * batch.keep).requires_grad_(True)
     weight = torch.tensor(RNG.normal(size=(16, N_ITEMS)), requires_grad=True)
-    dense = torch.from_numpy(RATINGS[ROWS])
-    sparse_out = ts.matmul(batch, batch.values, weight)
-    torch.sin(sparse_out).sum().backward()
-    g_sparse = weight.grad.clone()
+    dense = torch.from_numpy(RATINGS[ROWS] * keep).requires_grad_(True)
+    cotangent = torch.from_numpy(RNG.normal(size=(len(ROWS), 16)))
+    sparse_out = ts.matmul(batch, values, weight)
+    (torch.sin(sparse_out) * cotangent).sum().backward()
+    g_w, g_v = weight.grad.clone(), values.grad.clone()
     weight.grad = None
     dense_out = dense @ weight.T
-    torch.sin(dense_out).sum().backward()
+    (torch.sin(dense_out) * cotangent).sum().backward()
     assert _rel(sparse_out.detach(), dense_out.detach()) < 1e-14
-    assert _rel(g_sparse, weight.grad) < 1e-14
+    assert _rel(g_w, weight.grad) < 1e-14
+    read = batch.keep.numpy()
+    np.testing.assert_allclose(g_v.numpy()[read], dense.grad.numpy()[batch.rows.numpy()[read], batch.items.numpy()[read]],
+                               rtol=1e-13)
+    assert np.all(g_v.numpy()[~read] == 0)  # dropped entries and padding are not read
 
 
 def test_the_comparison_notices_a_wrong_sparse_layer():
@@ -178,7 +197,7 @@ def test_the_comparison_notices_a_wrong_sparse_layer():
     lost_entry = batch._replace(item_chunks=batch.item_chunks.copy())
     lost_entry.item_chunks[0, 0] = batch.values.shape[0] - 1  # the zero entry
     for mutant, output_differs in [(batch, False), (wrong_item, True), (lost_entry, False)]:
-        m = jt._on_device(mutant)
+        m = js.to_device(mutant)
         out = js.matmul(m, m.values, weight)
         grad = jax.grad(lambda w: jnp.sum(js.matmul(m, m.values, w) ** 2))(weight)  # noqa: B023
         assert (_rel(out, want_out) > 1e-3) == output_differs
@@ -213,15 +232,16 @@ MODELS = {
 
 
 def _jax_forward(config, weights, inputs, input_keep):
-    """(output, loss, {name: gradient}) of the JAX model on dense or sparse input."""
+    """(output, loss, {name: gradient}) of the JAX model on dense or sparse input (jitted: one compile
+    instead of one per operation)."""
     graphdef, params, rest = nnx.split(convert.jax_model(config, weights, "float64"), nnx.Param, ...)
 
-    def loss(params):
+    def loss(params, rest, inputs, input_keep):
         model = nnx.merge(graphdef, params, rest)
         output = model(inputs, input_keep=input_keep)
         return model.loss(output, inputs), output
 
-    (value, output), grads = jax.value_and_grad(loss, has_aux=True)(params)
+    (value, output), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params, rest, inputs, input_keep)
     return np.asarray(output), float(value), convert.extract_jax(grads)
 
 
@@ -383,8 +403,7 @@ def test_train_step_on_a_sparse_batch_and_the_scanned_epoch_reuses_its_program()
 
 @pytest.mark.parametrize("config_name", ["hae-tangent-l2-dropout"])
 def test_float32_sparse_training_stays_close_to_dense(config_name):
-    """float32: the sums run in another order (chunks of entries instead of a GEMM), nothing else.
-    Measured after 2 epochs: losses within 3e-7 relative, weights within 1e-6 normwise (ae and hae)."""
+    """float32: the sums run in another order (chunks of entries instead of a GEMM), nothing else."""
     config = MODELS[config_name]
     weights = {k: v.astype(np.float32) for k, v in convert.init_weights(config, 0).items()}
     jax_trainer, torch_trainer = _trainers(config, OptimizerConfig(name="adam", learning_rate=1e-2), weights,
@@ -397,11 +416,13 @@ def test_float32_sparse_training_stays_close_to_dense(config_name):
             masks = masks_of(*_epoch_masks(config, False, epoch))
             want = dense.train_epoch(dense_matrix, EQUAL_BATCHES, masks)
             got = sparse.train_epoch(matrix32, EQUAL_BATCHES, masks)
-            assert _rel(got, want) < 3e-6
+            # measured, 2 epochs of Adam (lr 1e-2), 3 seeds, this model and the Euclidean one, both frameworks:
+            # losses within 2.2e-7 relative, weights within 7.7e-7 normwise; bounds 4x above that
+            assert _rel(got, want) < 1e-6
         read = (lambda t: convert.extract_jax(t.params)) if masks_of is jt.StepMasks else (
             lambda t: convert.extract_torch(t.model))
         for name, value in read(dense).items():
-            assert _rel(read(sparse)[name], value) < 1e-5, name
+            assert _rel(read(sparse)[name], value) < 3e-6, name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -440,7 +461,7 @@ def test_the_sparse_step_has_no_dense_first_layer_product(kind):
     keep = _keep((batch, n_items), 0.5)
     programs = {
         "dense": (jnp.asarray(clicks[rows].toarray()), jt.StepMasks(jnp.asarray(keep))),
-        "sparse": (jt._on_device(js.sparse_rows(clicks, rows, input_keep=keep)), jt.StepMasks()),
+        "sparse": (js.to_device(js.sparse_rows(clicks, rows, input_keep=keep)), jt.StepMasks()),
     }
     products = {}
     for name, (inputs, masks) in programs.items():

@@ -3,24 +3,28 @@ r"""Sparse user rows for the autoencoders' first layer (PyTorch): the reference 
     W h = \sum_{i : h_i \ne 0} h_i W_{:, i}                   (out,) for each row, W (out, n_items)
 
 computed by ``torch.nn.functional.embedding_bag(mode="sum", per_sample_weights=h)`` over the rows of
-:math:`W^T`, whose backward is torch's own scatter-add of the weighted output gradients into the items'
-rows; no dense (batch, n_items) product is formed.
+:math:`W^T`; the weight gradient :math:`\partial L / \partial W^T = X^T G` by ``torch.sparse.mm`` with the
+batch transposed (CSR by item, from the builder). No dense (batch, n_items) product is formed.
+(embedding_bag's own backward sorts the entries' items every step: in the train step on ML-1M shapes
+that sort of 49k entries took 190-290 ms, more than the whole dense step, measured with torch's profiler.)
 
-    SparseRows(indptr, rows, items, values, keep)
+    SparseRows(indptr, rows, items, values, keep, item_order, item_indptr)
     sparse_rows(matrix, rows, ...) -> SparseRows (numpy)          one batch of a CSR matrix
     to_device(batch, device) -> SparseRows of tensors
     matmul(batch, values, weight) -> (n_rows, out)
     row_sums(batch, x), at_entries(batch, dense), to_dense(batch, n_items)
 
-The fields are the first five of `jax_impl.sparse.SparseRows`, built by the same numpy code (mirrored
+The first five fields are those of `jax_impl.sparse.SparseRows`, built by the same numpy code (mirrored
 here, as the two sides import nothing of each other): the batch's CSR and its entries in CSR order,
-padded at the end with entries (last row, item 0, value 0, not kept) to `bucket(nnz + 1)`. The JAX side
-adds its chunk layouts; this side needs none: eager PyTorch takes any shape, and embedding_bag reads
-the entries as they are (the padding entries join the last row's bag and add exact zeros).
+padded at the end with entries (last row, item 0, value 0, not kept) to `bucket(nnz + 1)`. Each side
+adds the layout of its own kernels: the JAX side fixed-width chunks, this one the entries ordered by
+item (eager PyTorch takes any shape; the padding entries join the last row's bag and item 0's
+column and add exact zeros).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -40,6 +44,9 @@ class SparseRows(NamedTuple):
     items: Any  # (n_entries,) int: the column of each entry; padding 0
     values: Any  # (n_entries,) float: the value of each entry; padding 0
     keep: Any  # (n_entries,) bool: the input dropout keep-mask at the entries (padding False); None: no dropout
+    # this side's kernel layout: the batch transposed, X^T as a CSR matrix (n_items, n_rows)
+    item_order: Any = None  # (n_entries,) int: the entries ordered by item (stable; padding under item 0)
+    item_indptr: Any = None  # (n_items + 1,) int: item i's entries are item_order[item_indptr[i]:item_indptr[i + 1]]
 
     @property
     def n_rows(self) -> int:
@@ -119,15 +126,21 @@ def sparse_rows(matrix, rows, *, input_keep=None, dtype: Any = np.float32) -> Sp
     dense path takes it (only for a model with input dropout > 0); it is read at the entries.
     """
     e = _entries(matrix, [rows], input_keep)
-    n_entries = bucket(len(e.items) + 1)
+    n_entries, n_items = bucket(len(e.items) + 1), int(matrix.shape[1])
 
     def padded(a, fill, kind=np.int32):
         out = np.full(n_entries, fill, kind)
         out[: len(a)] = a
         return out
 
-    return SparseRows(indptr=e.indptr[0].astype(np.int32), rows=padded(e.row, e.n_rows - 1), items=padded(e.items, 0),
-                      values=padded(e.values, 0, dtype), keep=None if e.keep is None else padded(e.keep, False, bool))
+    items = padded(e.items, 0)
+    small = np.uint16 if n_items <= 1 << 16 else np.int64  # 16-bit keys: numpy's radix sort
+    item_indptr = np.zeros(n_items + 1, np.int64)
+    np.cumsum(np.bincount(items, minlength=n_items), out=item_indptr[1:])
+    return SparseRows(indptr=e.indptr[0].astype(np.int32), rows=padded(e.row, e.n_rows - 1), items=items,
+                      values=padded(e.values, 0, dtype), keep=None if e.keep is None else padded(e.keep, False, bool),
+                      item_order=np.argsort(items.astype(small), kind="stable").astype(np.int32),
+                      item_indptr=item_indptr.astype(np.int32))
 
 
 def to_device(batch: SparseRows, device: torch.device | str | None = None) -> SparseRows:
@@ -139,7 +152,8 @@ def to_device(batch: SparseRows, device: torch.device | str | None = None) -> Sp
         return t.long() if index else t
 
     return SparseRows(put(batch.indptr, True), put(batch.rows, True), put(batch.items, True),
-                      put(batch.values, False), put(batch.keep, False))
+                      put(batch.values, False), put(batch.keep, False), put(batch.item_order, True),
+                      put(batch.item_indptr, True))
 
 
 def row_sums(batch: SparseRows, x: Tensor) -> Tensor:
@@ -158,12 +172,40 @@ def to_dense(batch: SparseRows, n_items: int) -> Tensor:
     return out.index_put((batch.rows, batch.items), batch.values, accumulate=True)
 
 
+class _Matmul(torch.autograd.Function):
+    """W h from the entries (embedding_bag), its weight gradient X^T G (torch.sparse.mm)."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, values: Tensor, batch: SparseRows) -> Tensor:
+        ctx.batch = batch
+        ctx.save_for_backward(weight, values)
+        # over a contiguous W^T: on the transposed view embedding_bag reads each row across W's rows (5x slower)
+        return F.embedding_bag(batch.items, weight.t().contiguous(), batch.indptr[:-1], mode="sum",
+                               per_sample_weights=values)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        weight, values = ctx.saved_tensors
+        batch = ctx.batch
+        d_weight = d_values = None
+        if ctx.needs_input_grad[0]:
+            with warnings.catch_warnings():  # torch calls its sparse CSR support beta
+                warnings.simplefilter("ignore", UserWarning)
+                transposed = torch.sparse_csr_tensor(batch.item_indptr, batch.rows[batch.item_order],
+                                                     values[batch.item_order], (weight.shape[1], batch.n_rows))
+                d_weight = torch.sparse.mm(transposed, grad).t()
+        if ctx.needs_input_grad[1]:  # <g[row e], W[:, item e]> for the entries read (0 for dropped ones and padding)
+            read = torch.arange(values.shape[0], device=values.device) < batch.indptr[-1]
+            if batch.keep is not None:
+                read = read & batch.keep
+            d_values = torch.where(read, (grad[batch.rows] * weight.t()[batch.items]).sum(-1), 0.0)
+        return d_weight, d_values, None
+
+
 def matmul(batch: SparseRows, values: Tensor, weight: Tensor) -> Tensor:
     r""":math:`(W h_r)_r = \big(\sum_{e \in \text{row } r} \text{values}_e\, W_{:, \text{item}_e}\big)_r`,
-    the dense ``h @ weight.T``; ``weight`` (out, n_items) -> (n_rows, out).
-
-    ``embedding_bag`` over the rows of :math:`W^T` (a contiguous copy: on a transposed view it reads
-    each row across W's rows, 5x slower, measured), one bag per row from ``indptr``.
+    the dense ``h @ weight.T``; ``weight`` (out, n_items) -> (n_rows, out). The sum runs over the kept
+    entries (`values` must be 0 at the dropped ones); its gradient is the sparse product
+    :math:`\partial L / \partial W^T = X^T G`.
     """
-    return F.embedding_bag(batch.items, weight.t().contiguous(), batch.indptr[:-1], mode="sum",
-                           per_sample_weights=values)
+    return _Matmul.apply(weight, values, batch)

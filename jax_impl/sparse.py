@@ -8,7 +8,7 @@ A user's row of the item matrix (ML-1M: 3,706 items, about 165 nonzeros) enters 
 so the forward product and the weight gradient :math:`\partial L / \partial W_{:, i} = \sum_u h_{ui}\, g_u`
 touch only the columns of W the batch's nonzeros name; no dense (batch, n_items) product is formed.
 
-    SparseRows(indptr, rows, items, values, row_chunks, chunk_rows, item_chunks, chunk_items)
+    SparseRows(indptr, rows, items, values, keep, row_chunks, chunk_rows, item_chunks, chunk_items)
     sparse_rows(matrix, rows, ...) -> SparseRows (numpy)           one batch of a CSR matrix
     epoch_sparse_rows(matrix, batches, ...) -> SparseRows (numpy)  equal-sized batches stacked, one padding
     to_device(batch) -> SparseRows of JAX arrays
@@ -16,14 +16,16 @@ touch only the columns of W the batch's nonzeros name; no dense (batch, n_items)
     matmul(batch, values, weight) -> (n_rows, out)                 W h per row; gradient a scatter-add
     row_sums(batch, x), at_entries(batch, dense), to_dense(batch, n_items)
 
-The first four fields of `SparseRows` are framework-neutral and equal to `torch_ref.sparse.SparseRows`'
-(one builder, mirrored): the batch's CSR (``indptr``) and its entries in CSR order with their batch
-row, item and value, padded at the end to a static length with entries (last row, item 0, value 0)
-that add exact zeros. The builder always leaves at least one padding entry: index ``n_entries - 1``
-is a zero that the chunk layouts point their unused slots at.
+The first five fields of `SparseRows` are framework-neutral and equal to `torch_ref.sparse.SparseRows`'
+(one builder, mirrored): the batch's CSR (``indptr``), its entries in CSR order with their batch row,
+item and value, and the input dropout keep-mask read at the entries (the dense mask the dense path
+takes); padded at the end to a static length with entries (last row, item 0, value 0, not kept) that
+add exact zeros. The builder always leaves at least one padding entry: index ``n_entries - 1`` is a
+zero that the chunk layouts point their unused slots at.
 
-The other four are this side's kernel layout, built with the rest in numpy: the entries cut into
-fixed-width chunks, once row by row (forward) and once item by item (weight gradient), e.g.
+The other four are this side's kernel layout, built with the rest in numpy: the kept entries (the
+first layer reads no dropped one) cut into fixed-width chunks, once row by row (forward) and once
+item by item (weight gradient), e.g.
 
     row_chunks  (n_row_chunks, K)   entry positions; a row of L entries fills ceil(L / K) chunks
     chunk_rows  (n_row_chunks,)     the batch row of each chunk, nondecreasing
@@ -37,8 +39,8 @@ one batch of 256 users at input dropout 0.5, forward and weight gradient; report
 plain gather + `segment_sum`, or `jax.experimental.sparse` BCOO, write the (entries, out) gather out
 (42 MB here, 120 MB without dropout) and take ~5x the dense GEMMs' time; an ``einsum``/``jnp.sum``
 over the chunk axis becomes a separate library reduction that again takes the gather written out
-(~6x); this layout ~0.55x (minima of 20 repeats). Compacting W to the batch's items buys nothing: one batch names
-~92% of ML-1M's items even after dropout.
+(~6x); this layout 0.55-0.9x (minima of two runs). Compacting W to the batch's items buys nothing:
+one batch names ~92% of ML-1M's items even after dropout.
 """
 
 from __future__ import annotations

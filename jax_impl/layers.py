@@ -4,6 +4,9 @@ neural networks"; the layers of Mirvakhabova et al. 2020's hyperbolic autoencode
     MobiusLinear       y = (W \otimes_c x) \oplus_c b        W Euclidean (out, in), b a point on the ball
       .from_tangent    y = (W \otimes_c \exp_0(u)) \oplus_c b = \exp_0(W u) \oplus_c b    for u tangent at 0
       .logmap0_of      \log_0(y): the layer and the log map, fused (the decoder's scores)
+      .sparse_product  W h for sparse rows h (`jax_impl.sparse.matmul`); .of_product, .from_tangent_product
+                       finish the layer from W x and |x| (the first layer on sparse input)
+    mobius_matvec_from_product(Wx, |x|)  W \otimes_c x from the product and the norm
     hyperbolic_activation(x, f)          \exp_0(f(\log_0(x)))       f applied in the tangent space at 0
     to_tangent(x) / to_ball(u)           \log_0 / \exp_0: the maps between the ball and the tangent space at 0
     Curvature(c)                         a learnable curvature, c = softplus(isp_c) (geoopt's learnable ball)
@@ -31,13 +34,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jax_impl import poincare
+from jax_impl import poincare, sparse
 from jax_impl.optim import BallParam
+from jax_impl.sparse import SparseRows
 
 Array = jax.Array
 
 __all__ = ["MobiusLinear", "Curvature", "hyperbolic_activation", "to_ball", "to_tangent", "glorot_uniform",
-           "inverse_softplus", "mobius_linear_logmap0"]
+           "inverse_softplus", "mobius_linear_logmap0", "mobius_matvec_from_product"]
 
 
 def glorot_uniform(key: Array, out_features: int, in_features: int, dtype) -> Array:
@@ -111,6 +115,17 @@ def mobius_linear_logmap0(x: Array, weight: Array, bias: Array, *, c: Any) -> Ar
     return (scale * p) * m + (scale * q) * bias
 
 
+def mobius_matvec_from_product(mx: Array, x_norm: Array, *, c: Any) -> Array:
+    r""":math:`M \otimes_c x = \tan_c\big(\tfrac{\|Mx\|}{\|x\|} \tan_c^{-1}(\|x\|)\big)\, Mx / \|Mx\|`, projected,
+    from :math:`Mx` (..., out) and :math:`\|x\|` (..., 1): `poincare.mobius_matvec` after its matmul, with
+    the same clamps (both norms at 1e-15), for an x whose product with M is formed another way (sparse)."""
+    dtype = jnp.result_type(mx, x_norm)
+    c = jnp.asarray(c, dtype)
+    x_norm = jnp.maximum(x_norm, poincare.MIN_NORM)
+    mx_norm = poincare._clamped_norm(mx)
+    return poincare._project(poincare._tan_c(mx_norm / x_norm * poincare._artan_c(x_norm, c), c) * (mx / mx_norm), c)
+
+
 def inverse_softplus(c: float) -> float:
     r""":math:`\log(e^c - 1)`, the ``isp_c`` whose softplus is ``c`` (geoopt's ``PoincareBall(c)`` storage)."""
     import math
@@ -156,6 +171,18 @@ class MobiusLinear(nnx.Module):
     def from_tangent(self, u: Array, tied_weight: Array | None = None, *, c: Any = None) -> Array:
         r"""``u`` a tangent vector at the origin (..., in): :math:`\exp_0(W u) \oplus_c b`, which is
         ``self(expmap0(u))`` without forming (and projecting) :math:`\exp_0(u)`."""
+        return self.from_tangent_product(u @ self._weight(tied_weight).T, c=c)
+
+    def sparse_product(self, batch: SparseRows, values: Array, tied_weight: Array | None = None) -> Array:
+        r""":math:`W h` (batch, out) for the sparse rows h whose nonzeros are `values` at the batch's entries."""
+        return sparse.matmul(batch, values, self._weight(tied_weight))
+
+    def from_tangent_product(self, wu: Array, *, c: Any = None) -> Array:
+        r"""`from_tangent` given :math:`W u`: :math:`\exp_0(W u) \oplus_c b`."""
         c = self.c if c is None else c
-        wu = u @ self._weight(tied_weight).T
         return poincare.mobius_add(poincare.expmap0(wu, c=c), self.bias[...], c=c)
+
+    def of_product(self, mx: Array, x_norm: Array, *, c: Any = None) -> Array:
+        r"""The layer given :math:`W x` and :math:`\|x\|` (batch, 1): :math:`(W \otimes_c x) \oplus_c b`."""
+        c = self.c if c is None else c
+        return poincare.mobius_add(mobius_matvec_from_product(mx, x_norm, c=c), self.bias[...], c=c)

@@ -33,8 +33,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jax_impl import poincare
+from jax_impl import poincare, sparse
 from jax_impl.layers import Curvature, MobiusLinear, hyperbolic_activation, to_ball, to_tangent
+from jax_impl.sparse import SparseRows
 from parity.config import ModelConfig
 
 Array = jax.Array
@@ -160,6 +161,44 @@ def loss_function(name: str) -> Callable[[Array, Array], Array]:
         raise ValueError(f"unknown loss {name!r}; known: {sorted(LOSSES)}") from None
 
 
+# the same losses with the target a `SparseRows` (its entries are the target's nonzeros)
+
+
+def sparse_masked_mse(output: Array, target: SparseRows) -> Array:
+    """`masked_mse`: the rated entries are the target's entries, so only they are read."""
+    rated = (target.values != 0).astype(output.dtype)  # padding entries hold 0: not rated
+    count = jnp.maximum(jnp.sum(rated), 1.0)
+    return jnp.sum(jnp.square((sparse.at_entries(target, output) - target.values) * rated)) / count
+
+
+def sparse_multinomial_nll(output: Array, target: SparseRows) -> Array:
+    """`multinomial_nll`: -(1/B) sum over the target's entries (u, i) of t_ui * log_softmax(output_u)_i."""
+    log_p = sparse.at_entries(target, jax.nn.log_softmax(output, axis=-1))
+    return -jnp.sum(log_p * target.values) / target.n_rows
+
+
+def _on_dense_target(loss: Callable[[Array, Array], Array]) -> Callable[[Array, SparseRows], Array]:
+    # dense_mse and bce read every entry of the target: rewritten over the nonzeros they would subtract
+    # nearly equal sums (sum softplus(z) - sum_nz t z), so the target is scattered into a dense block instead
+    return lambda output, target: loss(output, sparse.to_dense(target, output.shape[-1]))
+
+
+SPARSE_LOSSES: dict[str, Callable[[Array, SparseRows], Array]] = {
+    "masked_mse": sparse_masked_mse,
+    "dense_mse": _on_dense_target(dense_mse),
+    "multinomial": sparse_multinomial_nll,
+    "bce": _on_dense_target(binary_cross_entropy),
+}
+
+
+def model_loss(name: str, output: Array, target: Array | SparseRows) -> Array:
+    """The loss `name` of (output, target), the target dense (batch, n_items) or a `SparseRows`."""
+    if isinstance(target, SparseRows):
+        loss_function(name)  # the same error for an unknown name
+        return SPARSE_LOSSES[name](output, target)
+    return loss_function(name)(output, target)
+
+
 NORM_EPS = 1e-12  # torch.nn.functional.normalize's default: an all-zero row stays zero
 
 
@@ -173,6 +212,25 @@ def dropout(x: Array, keep: Array | None, rate: float) -> Array:
     if keep is None or rate == 0.0:
         return x
     return x * keep.astype(x.dtype) / (1.0 - rate)
+
+
+def sparse_input(batch: SparseRows, config: ModelConfig, input_keep: None = None) -> Array:
+    r"""The first layer's input :math:`h = \operatorname{drop}(n(x))` at the batch's entries, (n_entries,),
+    as `normalize_rows` and `dropout` compute it densely: each row over the norm of all its entries,
+    then times keep / (1 - rate) with the batch's own keep-mask (`SparseRows.keep`, read from the same
+    dense mask when the batch was built; None: no dropout)."""
+    if input_keep is not None:
+        raise ValueError("a sparse batch carries its input keep-mask: build it with "
+                         "sparse_rows(..., input_keep=mask) instead of passing input_keep")
+    values = batch.values
+    if config.input_normalization == "l2":
+        norms = jnp.sqrt(sparse.row_sums(batch, values * values))
+        values = values / jnp.maximum(norms, NORM_EPS)[batch.rows]
+    if batch.keep is not None:
+        if config.input_dropout == 0.0:  # its chunks leave the dropped entries out: no way to read it undropped
+            raise ValueError("this sparse batch was built with an input keep-mask, but the model has no input dropout")
+        values = values * batch.keep.astype(values.dtype) / (1.0 - config.input_dropout)
+    return values
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,6 +255,9 @@ class Affine(nnx.Module):
             return x @ self.weight[...].T + self.bias[...]
         return x @ tied_weight + self.bias[...]  # tied_weight is the encoder's (in, out) = our W^T
 
+    def of_sparse(self, batch: SparseRows, values: Array) -> Array:
+        """The layer on the sparse rows whose nonzeros are `values` at the batch's entries (`sparse.matmul`)."""
+        return sparse.matmul(batch, values, self.weight[...]) + self.bias[...]
 
 
 def check_config(config: ModelConfig, kind: str, model_name: str) -> None:
@@ -225,12 +286,19 @@ class AutoEncoder(nnx.Module):
             [Affine(back[i], back[i + 1], tied=config.tied, rngs=rngs, dtype=dtype) for i in range(len(back) - 1)]
         )
 
-    def encode(self, x: Array, *, input_keep: Array | None = None, code_keep: Array | None = None) -> Array:
+    def encode(self, x: Array | SparseRows, *, input_keep: Array | None = None,
+               code_keep: Array | None = None) -> Array:
+        """The code (batch, code_size); `x` dense (batch, n_items) or a `SparseRows` (then its first layer
+        reads the nonzeros only, and the batch carries its input keep-mask)."""
         f = activation(self.config.activation)
-        h = normalize_rows(x) if self.config.input_normalization == "l2" else x
-        h = dropout(h, input_keep, self.config.input_dropout)
-        for layer in self.encoder:
-            h = f(layer(h))
+        on_sparse = isinstance(x, SparseRows)
+        if on_sparse:
+            values = sparse_input(x, self.config, input_keep)
+        else:
+            h = normalize_rows(x) if self.config.input_normalization == "l2" else x
+            h = dropout(h, input_keep, self.config.input_dropout)
+        for index, layer in enumerate(self.encoder):
+            h = f(layer.of_sparse(x, values) if on_sparse and index == 0 else layer(h))
         return dropout(h, code_keep, self.config.code_dropout)
 
     def decode(self, z: Array) -> Array:
@@ -244,11 +312,12 @@ class AutoEncoder(nnx.Module):
                 d = f(d)
         return d
 
-    def __call__(self, x: Array, *, input_keep: Array | None = None, code_keep: Array | None = None) -> Array:
+    def __call__(self, x: Array | SparseRows, *, input_keep: Array | None = None,
+                 code_keep: Array | None = None) -> Array:
         return self.decode(self.encode(x, input_keep=input_keep, code_keep=code_keep))
 
-    def loss(self, output: Array, target: Array) -> Array:
-        return loss_function(self.config.loss)(output, target)
+    def loss(self, output: Array, target: Array | SparseRows) -> Array:
+        return model_loss(self.config.loss, output, target)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,15 +381,36 @@ class HyperbolicAutoEncoder(nnx.Module):
             return layer(to_ball(h, c=c), c=c)
         return layer(poincare.project(h, c=c), c=c)  # "point"
 
-    def encode(self, x: Array, *, input_keep: Array | None = None, code_keep: Array | None = None) -> Array:
-        """The code: a point on the ball, (batch, code_size)."""
+    def _enter_sparse(self, layer: MobiusLinear, batch: SparseRows, values: Array, c) -> Array:
+        r"""`_enter` on the sparse row h whose nonzeros are `values`: :math:`W h` from the nonzeros;
+        :math:`\exp_0` and the projection act on h through its norm only, x = (|x| / |h|) h, so
+        :math:`W x = (|x| / |h|)\, W h` and |x| is the map of the (batch, 1) column of norms |h|."""
+        wh = layer.sparse_product(batch, values)
+        how = self.config.input_map
+        if how == "tangent":
+            return layer.from_tangent_product(wh, c=c)
+        # clamped as the dense maps clamp |h|: exp_0 / the projection of 0 is 0, with a finite gradient
+        h_norm = jnp.sqrt(jnp.maximum(sparse.row_sums(batch, values * values), poincare.MIN_NORM ** 2))[:, None]
+        x_norm = to_ball(h_norm, c=c) if how == "expmap0" else poincare.project(h_norm, c=c)
+        return layer.of_product((x_norm / h_norm) * wh, x_norm, c=c)
+
+    def encode(self, x: Array | SparseRows, *, input_keep: Array | None = None,
+               code_keep: Array | None = None) -> Array:
+        """The code: a point on the ball, (batch, code_size); `x` dense (batch, n_items) or a `SparseRows`."""
         f = activation(self.config.activation)
         c = self.curvature()
-        h = normalize_rows(x) if self.config.input_normalization == "l2" else x
-        h = dropout(h, input_keep, self.config.input_dropout)
+        on_sparse = isinstance(x, SparseRows)
+        if on_sparse:
+            values = sparse_input(x, self.config, input_keep)
+        else:
+            h = normalize_rows(x) if self.config.input_normalization == "l2" else x
+            h = dropout(h, input_keep, self.config.input_dropout)
         last = len(self.encoder) - 1
         for index, layer in enumerate(self.encoder):
-            y = self._enter(layer, h, c) if index == 0 else layer(h, c=c)
+            if index:
+                y = layer(h, c=c)
+            else:
+                y = self._enter_sparse(layer, x, values, c) if on_sparse else self._enter(layer, h, c)
             code_dropout = (lambda v: dropout(v, code_keep, self.config.code_dropout)) if index == last else None
             h = hyperbolic_activation(y, f, c=c, tangent=code_dropout)
         return h
@@ -361,8 +451,9 @@ class HyperbolicAutoEncoder(nnx.Module):
         d, last_layer, tied_weight = self._decoder_body(z, c)
         return self._scaled(last_layer.logmap0_of(d, tied_weight, c=c))
 
-    def __call__(self, x: Array, *, input_keep: Array | None = None, code_keep: Array | None = None) -> Array:
+    def __call__(self, x: Array | SparseRows, *, input_keep: Array | None = None,
+                 code_keep: Array | None = None) -> Array:
         return self.decode(self.encode(x, input_keep=input_keep, code_keep=code_keep))
 
-    def loss(self, output: Array, target: Array) -> Array:
-        return loss_function(self.config.loss)(output, target)
+    def loss(self, output: Array, target: Array | SparseRows) -> Array:
+        return model_loss(self.config.loss, output, target)

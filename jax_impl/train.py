@@ -14,6 +14,11 @@ the caller hands in, in the order given, so that `torch_ref.train` can be fed th
         .model, .params, .opt_state
     (jax_impl.distributed.DataParallelTrainer: the same over a mesh of devices, the batch rows sharded)
 
+Sparse input: `matrix` a CSR matrix (scipy.sparse) instead of a dense array, `batch` a
+`jax_impl.sparse.SparseRows`; the same batches, masks and losses. The first layer then reads the
+nonzeros only (`jax_impl.sparse.matmul`) and the loss the target's nonzeros; dense re-feeding feeds
+the dense output back, so its second step is the dense one.
+
 k is 1, or 2 with dense re-feeding (the second loss is the re-fed step's). The optimizer is an
 argument, so the hyperbolic model reuses all of this with a Riemannian optax transformation
 (`riemannian_optimizer`) and `jax_impl.optim.apply_updates`, which the Trainer picks by itself for a
@@ -38,7 +43,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jax_impl import optim
+from jax_impl import optim, sparse
+from jax_impl.sparse import SparseRows
 from parity.config import OptimizerConfig, euclidean_optimizer_problems
 
 Array = jax.Array
@@ -147,6 +153,19 @@ def _scan_epoch(params, opt_state, rest, matrix, rows, masks, **static):
     return params, opt_state, losses
 
 
+@functools.partial(jax.jit, static_argnames=_STATIC, donate_argnums=(0, 1))
+def _scan_steps(params, opt_state, rest, batches, masks, **static):
+    """batches: a pytree (a `SparseRows`) stacked along (n_steps,); masks: StepMasks of (n_steps, ...) arrays."""
+
+    def body(carry, step_inputs):
+        step_batch, step_masks = step_inputs
+        params, opt_state, losses = _train_step(*carry, rest, step_batch, step_masks, **static)
+        return (params, opt_state), losses
+
+    (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), (batches, masks))
+    return params, opt_state, losses
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef",))
 def _forward(params, rest, batch, *, graphdef):
     return nnx.merge(graphdef, params, rest)(batch)
@@ -155,6 +174,13 @@ def _forward(params, rest, batch, *, graphdef):
 @functools.partial(jax.jit, static_argnames=("graphdef",))
 def _encode(params, rest, batch, *, graphdef):
     return nnx.merge(graphdef, params, rest).encode(batch)
+
+
+def _on_device(batch):
+    """A dense batch or a `SparseRows` (numpy or JAX arrays) as JAX arrays."""
+    if isinstance(batch, SparseRows):
+        return sparse.to_device(batch)
+    return jnp.asarray(batch)
 
 
 def _slice_masks(masks: StepMasks, start: int, stop: int) -> StepMasks:
@@ -183,6 +209,9 @@ class Trainer:
         self.dense_refeeding = dense_refeeding
         self._static = dict(graphdef=self.graphdef, optimizer=optimizer, apply_updates=apply_updates,
                             dense_refeeding=dense_refeeding)
+        self._config = getattr(model, "config", None)
+        self._dtype = np.dtype(jax.tree.leaves(self.params)[0].dtype)
+        self._sparse_sizes: dict[int, sparse.SparseSizes] = {}  # per batch size: shapes only grow, compiles repeat
 
     @property
     def model(self) -> nnx.Module:
@@ -190,8 +219,12 @@ class Trainer:
         return nnx.merge(self.graphdef, self.params, self.rest)
 
     def train_step(self, batch, masks: StepMasks = StepMasks()) -> np.ndarray:
-        """One step (two with dense re-feeding) on a dense (batch, n_items) array; -> losses (k,)."""
-        batch, masks = self._put_rows((batch, StepMasks(*masks)))
+        """One step (two with dense re-feeding) on a dense (batch, n_items) array or a `SparseRows` (which
+        carries its input keep-mask: `masks.input` must then be None); -> losses (k,)."""
+        if isinstance(batch, SparseRows):  # one device: the sparse layout is not split over a mesh
+            batch, masks = _on_device(batch), StepMasks(*(None if m is None else jnp.asarray(m) for m in masks))
+        else:
+            batch, masks = self._put_rows((batch, StepMasks(*masks)))
         self.params, self.opt_state, losses = self._program(_train_step)(self.params, self.opt_state, self.rest, batch,
                                                                          masks)
         return np.asarray(losses)
@@ -203,6 +236,11 @@ class Trainer:
         (`jnp.asarray` once, not per epoch); `masks` stack the keep-masks of the whole epoch along
         the rows in the order consumed. The equal-sized batches run as one `lax.scan`; a short last
         batch (or any batch of another size) runs as its own step, so the order never changes.
+
+        `matrix` a CSR matrix (scipy.sparse, on the host): the epoch's batches are laid out as
+        `SparseRows` in numpy (the input keep-mask read at their entries), padded to one shape and moved
+        to the device once; the scan then runs over them. The padding only grows from epoch to epoch
+        (`sparse.bucket`), so the compiled program is reused.
         """
         return self._epoch(matrix, batches, masks, scan=True)
 
@@ -215,6 +253,8 @@ class Trainer:
     def _epoch(self, matrix, batches: Sequence[np.ndarray], masks: StepMasks, *, scan: bool) -> np.ndarray:
         if not batches:
             return np.zeros((0, 2 if self.dense_refeeding else 1))
+        if sparse.is_sparse_matrix(matrix):
+            return self._sparse_epoch(matrix, batches, masks, scan=scan)
         matrix = self._put(matrix)
         masks = self._put(StepMasks(*masks))
         batch_size = len(batches[0])
@@ -235,13 +275,57 @@ class Trainer:
             start += len(rows)
         return np.asarray(jnp.concatenate(pieces))
 
+    def _sparse_batches(self, matrix, batches: Sequence[np.ndarray], input_keep, *, stacked: bool):
+        """`SparseRows` of `batches` (equal sizes when `stacked`), padded at least as the last ones of
+        their size were, keep-mask read at the entries when the model has input dropout."""
+        if self._config is None or not self._config.input_dropout:
+            input_keep = None
+        elif input_keep is not None:
+            input_keep = np.asarray(input_keep)
+        size = len(batches[0])
+        if stacked:
+            out = sparse.epoch_sparse_rows(matrix, batches, input_keep=input_keep, dtype=self._dtype,
+                                           at_least=self._sparse_sizes.get(size))
+        else:
+            out = sparse.sparse_rows(matrix, batches[0], input_keep=input_keep, dtype=self._dtype,
+                                     at_least=self._sparse_sizes.get(size))
+        self._sparse_sizes[size] = out.sizes
+        return _on_device(out)
+
+    def _sparse_epoch(self, matrix, batches: Sequence[np.ndarray], masks: StepMasks, *, scan: bool) -> np.ndarray:
+        input_keep = masks.input
+        masks = StepMasks(None, *(None if m is None else jnp.asarray(m) for m in masks[1:]))  # input: in the batches
+        batch_size = len(batches[0])
+        n_scanned = next((i for i, b in enumerate(batches) if len(b) != batch_size), len(batches)) if scan else 0
+        pieces = []
+        if n_scanned:
+            n_rows = n_scanned * batch_size
+            stacked = self._sparse_batches(matrix, batches[:n_scanned],
+                                           None if input_keep is None else input_keep[:n_rows], stacked=True)
+            self.params, self.opt_state, losses = _scan_steps(
+                self.params, self.opt_state, self.rest, stacked, _stack_masks(masks, n_scanned, batch_size),
+                **self._static)
+            pieces.append(losses)
+        start = n_scanned * batch_size
+        for rows in batches[n_scanned:]:  # one jitted step each, dispatched without waiting
+            stop = start + len(rows)
+            batch = self._sparse_batches(matrix, [rows], None if input_keep is None else input_keep[start:stop],
+                                         stacked=False)
+            self.params, self.opt_state, losses = _train_step(
+                self.params, self.opt_state, self.rest, batch, _slice_masks(masks, start, stop), **self._static)
+            pieces.append(losses[None])
+            start = stop
+        return np.asarray(jnp.concatenate(pieces))
+
     def score(self, batch) -> np.ndarray:
-        """Model outputs for a dense (batch, n_items) array, dropout off."""
-        return np.asarray(_forward(self.params, self.rest, self._put_rows(batch), graphdef=self.graphdef))
+        """Model outputs for a dense (batch, n_items) array or a `SparseRows`, dropout off."""
+        batch = _on_device(batch) if isinstance(batch, SparseRows) else self._put_rows(batch)
+        return np.asarray(_forward(self.params, self.rest, batch, graphdef=self.graphdef))
 
     def code(self, batch) -> np.ndarray:
-        """The code layer (`model.encode`) for a dense (batch, n_items) array, dropout off."""
-        return np.asarray(_encode(self.params, self.rest, self._put_rows(batch), graphdef=self.graphdef))
+        """The code layer (`model.encode`) for a dense (batch, n_items) array or a `SparseRows`, dropout off."""
+        batch = _on_device(batch) if isinstance(batch, SparseRows) else self._put_rows(batch)
+        return np.asarray(_encode(self.params, self.rest, batch, graphdef=self.graphdef))
 
     # Where arrays go and which program runs them. One device here: every array on the default device,
     # the jitted functions above as they are. `jax_impl.distributed.DataParallelTrainer` overrides these

@@ -26,8 +26,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from parity.config import ModelConfig
-from torch_ref import poincare
+from torch_ref import poincare, sparse
 from torch_ref.layers import Curvature, MobiusLinear, hyperbolic_activation, to_ball, to_tangent
+from torch_ref.sparse import SparseRows
 
 # Both frameworks must use one definition of every constant: torch's F.leaky_relu default slope.
 LEAKY_RELU_SLOPE = 0.01
@@ -146,6 +147,44 @@ def loss_function(name: str) -> Callable[[Tensor, Tensor], Tensor]:
         raise ValueError(f"unknown loss {name!r}; known: {sorted(LOSSES)}") from None
 
 
+# the same losses with the target a `SparseRows` (its entries are the target's nonzeros)
+
+
+def sparse_masked_mse(output: Tensor, target: SparseRows) -> Tensor:
+    """`masked_mse`: the rated entries are the target's entries, so only they are read."""
+    rated = (target.values != 0).to(output.dtype)  # padding entries hold 0: not rated
+    count = torch.clamp(torch.sum(rated), min=1.0)
+    return torch.sum(torch.square((sparse.at_entries(target, output) - target.values) * rated)) / count
+
+
+def sparse_multinomial_nll(output: Tensor, target: SparseRows) -> Tensor:
+    """`multinomial_nll`: -(1/B) sum over the target's entries (u, i) of t_ui * log_softmax(output_u)_i."""
+    log_p = sparse.at_entries(target, F.log_softmax(output, dim=-1))
+    return -torch.sum(log_p * target.values) / target.n_rows
+
+
+def _on_dense_target(loss: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, SparseRows], Tensor]:
+    # dense_mse and bce read every entry of the target: rewritten over the nonzeros they would subtract
+    # nearly equal sums (sum softplus(z) - sum_nz t z), so the target is scattered into a dense block instead
+    return lambda output, target: loss(output, sparse.to_dense(target, output.shape[-1]))
+
+
+SPARSE_LOSSES: dict[str, Callable[[Tensor, SparseRows], Tensor]] = {
+    "masked_mse": sparse_masked_mse,
+    "dense_mse": _on_dense_target(dense_mse),
+    "multinomial": sparse_multinomial_nll,
+    "bce": _on_dense_target(binary_cross_entropy),
+}
+
+
+def model_loss(name: str, output: Tensor, target: Tensor | SparseRows) -> Tensor:
+    """The loss `name` of (output, target), the target dense (batch, n_items) or a `SparseRows`."""
+    if isinstance(target, SparseRows):
+        loss_function(name)  # the same error for an unknown name
+        return SPARSE_LOSSES[name](output, target)
+    return loss_function(name)(output, target)
+
+
 NORM_EPS = 1e-12  # torch.nn.functional.normalize's default: an all-zero row stays zero
 
 
@@ -159,6 +198,23 @@ def dropout(x: Tensor, keep: Tensor | None, rate: float) -> Tensor:
     if keep is None or rate == 0.0:
         return x
     return x * keep.to(x.dtype) / (1.0 - rate)
+
+
+def sparse_input(batch: SparseRows, config: ModelConfig, input_keep: None = None) -> Tensor:
+    r"""The first layer's input :math:`h = \operatorname{drop}(n(x))` at the batch's entries, (n_entries,),
+    as `normalize_rows` and `dropout` compute it densely, with the batch's own keep-mask."""
+    if input_keep is not None:
+        raise ValueError("a sparse batch carries its input keep-mask: build it with "
+                         "sparse_rows(..., input_keep=mask) instead of passing input_keep")
+    values = batch.values
+    if config.input_normalization == "l2":
+        norms = torch.sqrt(sparse.row_sums(batch, values * values))
+        values = values / torch.clamp(norms, min=NORM_EPS)[batch.rows]
+    if batch.keep is not None:
+        if config.input_dropout == 0.0:  # the JAX side's chunks leave the dropped entries out: refused alike
+            raise ValueError("this sparse batch was built with an input keep-mask, but the model has no input dropout")
+        values = values * batch.keep.to(values.dtype) / (1.0 - config.input_dropout)
+    return values
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,6 +238,9 @@ class Affine(nn.Module):
             return F.linear(x, self.weight, self.bias)
         return F.linear(x, tied_weight.T, self.bias)  # tied_weight is the encoder's (in, out) = our W^T
 
+    def of_sparse(self, batch: SparseRows, values: Tensor) -> Tensor:
+        """The layer on the sparse rows whose nonzeros are `values` at the batch's entries (`sparse.matmul`)."""
+        return sparse.matmul(batch, values, self.weight) + self.bias
 
 
 def check_config(config: ModelConfig, kind: str, model_name: str) -> None:
@@ -208,12 +267,19 @@ class AutoEncoder(nn.Module):
             [Affine(back[i], back[i + 1], tied=config.tied, dtype=dtype) for i in range(len(back) - 1)]
         )
 
-    def encode(self, x: Tensor, *, input_keep: Tensor | None = None, code_keep: Tensor | None = None) -> Tensor:
+    def encode(self, x: Tensor | SparseRows, *, input_keep: Tensor | None = None,
+               code_keep: Tensor | None = None) -> Tensor:
+        """The code (batch, code_size); `x` dense (batch, n_items) or a `SparseRows` (then its first layer
+        reads the nonzeros only, and the batch carries its input keep-mask)."""
         f = activation(self.config.activation)
-        h = normalize_rows(x) if self.config.input_normalization == "l2" else x
-        h = dropout(h, input_keep, self.config.input_dropout)
-        for layer in self.encoder:
-            h = f(layer(h))
+        on_sparse = isinstance(x, SparseRows)
+        if on_sparse:
+            values = sparse_input(x, self.config, input_keep)
+        else:
+            h = normalize_rows(x) if self.config.input_normalization == "l2" else x
+            h = dropout(h, input_keep, self.config.input_dropout)
+        for index, layer in enumerate(self.encoder):
+            h = f(layer.of_sparse(x, values) if on_sparse and index == 0 else layer(h))
         return dropout(h, code_keep, self.config.code_dropout)
 
     def decode(self, z: Tensor) -> Tensor:
@@ -227,11 +293,12 @@ class AutoEncoder(nn.Module):
                 d = f(d)
         return d
 
-    def forward(self, x: Tensor, *, input_keep: Tensor | None = None, code_keep: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor | SparseRows, *, input_keep: Tensor | None = None,
+                code_keep: Tensor | None = None) -> Tensor:
         return self.decode(self.encode(x, input_keep=input_keep, code_keep=code_keep))
 
-    def loss(self, output: Tensor, target: Tensor) -> Tensor:
-        return loss_function(self.config.loss)(output, target)
+    def loss(self, output: Tensor, target: Tensor | SparseRows) -> Tensor:
+        return model_loss(self.config.loss, output, target)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,15 +346,35 @@ class HyperbolicAutoEncoder(nn.Module):
             return layer(to_ball(h, c=c), c=c)
         return layer(poincare.project(h, c=c), c=c)  # "point"
 
-    def encode(self, x: Tensor, *, input_keep: Tensor | None = None, code_keep: Tensor | None = None) -> Tensor:
-        """The code: a point on the ball, (batch, code_size)."""
+    def _enter_sparse(self, layer: MobiusLinear, batch: SparseRows, values: Tensor, c) -> Tensor:
+        r"""`_enter` on the sparse row h whose nonzeros are `values`: :math:`W h` from the nonzeros;
+        :math:`\exp_0` and the projection act on h through its norm only, x = (|x| / |h|) h, so
+        :math:`W x = (|x| / |h|)\, W h` and |x| is geoopt's map of the (batch, 1) column of norms |h|."""
+        wh = layer.sparse_product(batch, values)
+        how = self.config.input_map
+        if how == "tangent":
+            return layer.from_tangent_product(wh, c=c)
+        h_norm = torch.sqrt(sparse.row_sums(batch, values * values)).clamp_min(1e-15)[:, None]  # geoopt's clamp
+        x_norm = to_ball(h_norm, c=c) if how == "expmap0" else poincare.project(h_norm, c=c)
+        return layer.of_product((x_norm / h_norm) * wh, x_norm, c=c)
+
+    def encode(self, x: Tensor | SparseRows, *, input_keep: Tensor | None = None,
+               code_keep: Tensor | None = None) -> Tensor:
+        """The code: a point on the ball, (batch, code_size); `x` dense (batch, n_items) or a `SparseRows`."""
         f = activation(self.config.activation)
         c = self.curvature()
-        h = normalize_rows(x) if self.config.input_normalization == "l2" else x
-        h = dropout(h, input_keep, self.config.input_dropout)
+        on_sparse = isinstance(x, SparseRows)
+        if on_sparse:
+            values = sparse_input(x, self.config, input_keep)
+        else:
+            h = normalize_rows(x) if self.config.input_normalization == "l2" else x
+            h = dropout(h, input_keep, self.config.input_dropout)
         last = len(self.encoder) - 1
         for index, layer in enumerate(self.encoder):
-            y = self._enter(layer, h, c) if index == 0 else layer(h, c=c)
+            if index:
+                y = layer(h, c=c)
+            else:
+                y = self._enter_sparse(layer, x, values, c) if on_sparse else self._enter(layer, h, c)
             code_dropout = (lambda v: dropout(v, code_keep, self.config.code_dropout)) if index == last else None
             h = hyperbolic_activation(y, f, c=c, tangent=code_dropout)
         return h
@@ -328,8 +415,9 @@ class HyperbolicAutoEncoder(nn.Module):
         d, last_layer, tied_weight = self._decoder_body(z, c)
         return self._scaled(last_layer.logmap0_of(d, tied_weight, c=c))
 
-    def forward(self, x: Tensor, *, input_keep: Tensor | None = None, code_keep: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor | SparseRows, *, input_keep: Tensor | None = None,
+                code_keep: Tensor | None = None) -> Tensor:
         return self.decode(self.encode(x, input_keep=input_keep, code_keep=code_keep))
 
-    def loss(self, output: Tensor, target: Tensor) -> Tensor:
-        return loss_function(self.config.loss)(output, target)
+    def loss(self, output: Tensor, target: Tensor | SparseRows) -> Tensor:
+        return model_loss(self.config.loss, output, target)

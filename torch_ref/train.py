@@ -13,6 +13,9 @@ consuming exactly the batches and dropout masks the caller hands in, in the orde
         .model, .optimizer
     (torch_ref.distributed.DataParallelTrainer: the same with DistributedDataParallel, one process per device)
 
+Sparse input: `matrix` a CSR matrix (scipy.sparse) instead of a dense array, `batch` a
+`torch_ref.sparse.SparseRows`; the same batches, masks and losses (see `jax_impl.train`).
+
 A train step (DeepRecommender's, Kuchaiev & Ginsburg 2017):
 
     y = model(x; masks);  loss(y, x);  one optimizer step
@@ -31,7 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from parity.config import OptimizerConfig, euclidean_optimizer_problems
-from torch_ref import optim
+from torch_ref import optim, sparse
+from torch_ref.sparse import SparseRows
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -75,6 +79,13 @@ def _as_tensor(value, device: torch.device) -> Tensor | None:
     return torch.as_tensor(value, device=device)
 
 
+def _on_device(batch, device: torch.device):
+    """A dense batch or a `SparseRows` (numpy or tensors) as tensors on `device`."""
+    if isinstance(batch, SparseRows):
+        return sparse.to_device(batch, device)
+    return _as_tensor(batch, device)
+
+
 def _slice_masks(masks: StepMasks, start: int, stop: int) -> StepMasks:
     return StepMasks(*(None if m is None else m[start:stop] for m in masks))
 
@@ -96,7 +107,7 @@ class Trainer:
         self.optimizer.step()
         return loss.detach(), output.detach()
 
-    def _step(self, batch: Tensor, masks: StepMasks) -> Tensor:
+    def _step(self, batch: Tensor | SparseRows, masks: StepMasks) -> Tensor:
         self.model.train()
         loss, output = self._update(batch, masks.input, masks.code)
         losses = [loss]
@@ -107,8 +118,11 @@ class Trainer:
         return torch.stack(losses)
 
     def train_step(self, batch, masks: StepMasks = StepMasks()) -> np.ndarray:
-        """One step (two with dense re-feeding) on a dense (batch, n_items) array; -> losses (k,)."""
+        """One step (two with dense re-feeding) on a dense (batch, n_items) array or a `SparseRows` (which
+        carries its input keep-mask: `masks.input` must then be None); -> losses (k,)."""
         masks = StepMasks(*(_as_tensor(m, self.device) for m in masks))
+        if isinstance(batch, SparseRows):  # one process: the sparse layout is not split over ranks
+            return self._step(_on_device(batch, self.device), masks).cpu().numpy()
         batch, masks = self._share(_as_tensor(batch, self.device), masks)
         return self._total(self._step(batch, masks)).cpu().numpy()
 
@@ -118,6 +132,8 @@ class Trainer:
         `matrix` is the dense (n_rows, n_items) training matrix (a tensor on the model's device, made
         once); `masks` stack the keep-masks of the whole epoch along the rows in the order consumed.
         """
+        if sparse.is_sparse_matrix(matrix):
+            return self._sparse_epoch(matrix, batches, masks)
         matrix = _as_tensor(matrix, self.device)
         masks = StepMasks(*(_as_tensor(m, self.device) for m in masks))
         if not batches:
@@ -133,6 +149,26 @@ class Trainer:
     # an eager epoch is one step per batch already: the name mirrors jax_impl.train.Trainer's
     train_epoch_stepwise = train_epoch
 
+    def _sparse_epoch(self, matrix, batches: Sequence[np.ndarray], masks: StepMasks) -> np.ndarray:
+        """`train_epoch` on a CSR `matrix`: each batch laid out as `SparseRows` (numpy, the input keep-mask
+        read at its entries) and moved to the device as it is consumed."""
+        if not batches:
+            return np.zeros((0, 2 if self.dense_refeeding else 1))
+        config = getattr(self.model, "config", None)
+        input_keep = masks.input if config is not None and config.input_dropout else None
+        if torch.is_tensor(input_keep):
+            input_keep = input_keep.cpu().numpy()
+        masks = StepMasks(None, *(_as_tensor(m, self.device) for m in masks[1:]))  # input: in the batches
+        dtype = torch.empty((), dtype=next(self.model.parameters()).dtype).numpy().dtype
+        losses, start = [], 0
+        for rows in batches:
+            stop = start + len(rows)
+            batch = sparse.sparse_rows(matrix, rows, input_keep=None if input_keep is None else input_keep[start:stop],
+                                       dtype=dtype)
+            losses.append(self._step(sparse.to_device(batch, self.device), _slice_masks(masks, start, stop)))
+            start = stop
+        return torch.stack(losses).cpu().numpy()  # one device sync per epoch
+
     # One process trains on every row of a batch. `torch_ref.distributed.DataParallelTrainer` overrides
     # these two: each process takes its block of every batch and the losses are summed over processes.
 
@@ -146,12 +182,12 @@ class Trainer:
 
     @torch.no_grad()
     def score(self, batch) -> np.ndarray:
-        """Model outputs for a dense (batch, n_items) array, dropout off."""
+        """Model outputs for a dense (batch, n_items) array or a `SparseRows`, dropout off."""
         self.model.eval()
-        return self.model(_as_tensor(batch, self.device)).cpu().numpy()
+        return self.model(_on_device(batch, self.device)).cpu().numpy()
 
     @torch.no_grad()
     def code(self, batch) -> np.ndarray:
-        """The code layer (`model.encode`) for a dense (batch, n_items) array, dropout off."""
+        """The code layer (`model.encode`) for a dense (batch, n_items) array or a `SparseRows`, dropout off."""
         self.model.eval()
-        return self.model.encode(_as_tensor(batch, self.device)).cpu().numpy()
+        return self.model.encode(_on_device(batch, self.device)).cpu().numpy()

@@ -29,6 +29,7 @@ OUTPUT_MAPS = ("logmap0",)
 OPTIMIZERS = ("sgd", "adam")
 PROTOCOLS = ("seed", "neumf")
 DTYPES = ("float32", "float64")
+INPUT_FORMATS = ("dense", "sparse")
 
 # geoopt's projection margin per dtype (`PoincareBall._project`): no point of the ball of curvature -c
 # lies further than (1 - eps) / sqrt(c) from the origin
@@ -224,6 +225,9 @@ class TrainConfig:
     dtype: str = "float32"
     dense_refeeding: bool = False
     early_stopping_patience: int | None = None  # epochs without a better validation HR@10
+    # how a user's row enters the first layer: "dense" (the (batch, n_items) rows, a matrix product) or
+    # "sparse" (its nonzeros only: the same function, `jax_impl.sparse` / `torch_ref.sparse`; one device)
+    input_format: str = "dense"
 
     def __post_init__(self):
         _integer("train.epochs", self.epochs, low=1)
@@ -232,6 +236,7 @@ class TrainConfig:
         _choice("train.dtype", self.dtype, DTYPES)
         _boolean("train.dense_refeeding", self.dense_refeeding)
         _integer("train.early_stopping_patience", self.early_stopping_patience, low=1, optional=True)
+        _choice("train.input_format", self.input_format, INPUT_FORMATS)
 
 
 SECTIONS = {"model": ModelConfig, "optimizer": OptimizerConfig, "data": DataConfig, "train": TrainConfig}

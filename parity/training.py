@@ -232,7 +232,7 @@ def _train_session(side: Session, framework: str, run: RunConfig, split, *, out_
     seed = t.seed
     last_path, best_path = checkpoint_paths(out_dir, framework, seed)
     users = split.fit_users()
-    matrix = side.put(dense_rows(split.fit, users, t.dtype))
+    matrix = side.put_matrix(split.fit[users])
 
     state = {"epoch": -1, "history": [], "best_epoch": None, "best_hr": -math.inf, "best_ndcg": -math.inf,
              "since_best": 0, "finished": False, "stopped_early": False}

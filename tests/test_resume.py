@@ -58,11 +58,12 @@ def _kill_after_first_checkpoint(process: subprocess.Popen, checkpoint: Path, lo
 
 def _without_clock(payload: dict) -> dict:
     """train.json less what differs between an uninterrupted and a resumed run by design: wall-clock
-    seconds, the checkpoint paths (another folder) and the epoch resumed from."""
+    seconds, the file's creation time and command line (another folder, --resume), the checkpoint paths
+    and the epoch resumed from."""
     runs = [{k: v for k, v in r.items() if k not in ("checkpoints", "resumed_from_epoch")}
             | {"history": [{k: v for k, v in h.items() if not k.startswith("seconds")} for h in r["history"]]}
             for r in payload["runs"]]
-    return payload | {"runs": runs}
+    return {k: v for k, v in payload.items() if k not in ("created", "argv")} | {"runs": runs}
 
 
 def _checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict]:
@@ -93,6 +94,7 @@ def test_run_killed_mid_way_resumes_to_the_uninterrupted_result(tmp_path, requir
     assert _without_clock(resumed) == _without_clock(reference)  # history, test metrics, best epoch: exactly
     # and the final state bit for bit: parameters, optimizer state, counters
     (arrays, meta), (ref_arrays, ref_meta) = _checkpoint(last), _checkpoint(whole_out / last.relative_to(cut_out))
+    assert meta.pop("run_dir") == str(cut_out) and ref_meta.pop("run_dir") == str(whole_out)  # its own folder
     assert meta == ref_meta and arrays.keys() == ref_arrays.keys()
     for name, value in arrays.items():
         assert value.dtype == ref_arrays[name].dtype and np.array_equal(value, ref_arrays[name]), name

@@ -5,6 +5,7 @@ sparse layer must be caught."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 
 import jax
@@ -472,3 +473,48 @@ def test_the_sparse_step_has_no_dense_first_layer_product(kind):
     decoder = [((batch, n_items), hidden), ((batch, hidden), n_items), ((n_items, hidden), batch)]
     assert products["dense"] == sorted(first_layer + decoder)
     assert products["sparse"] == sorted(decoder)
+
+
+# ---------------------------------------------------------------------------------------------
+# the models suite's sparse rows, and `train --set train.input_format=sparse`
+
+
+def test_models_suite_sparse_rows_pass_and_catch_a_shifted_layer(monkeypatch):
+    """The suite's sparse rows hold (float64, the Euclidean cases); a sparse first layer off by one part in
+    1e8 must fail them (the bound is 1e-10)."""
+    from parity.backend import enable_float64
+    from parity.suites import models as suite
+
+    enable_float64()
+    records = suite.sparse_records("float64", kind="ae")
+    assert records and all(r.passed for r in records), [r.name for r in records if not r.passed]
+    assert {r.extra.get("pair") for r in records} == {f"{a} vs {b}" for a, b in suite.SPARSE_PAIRS}
+
+    right = js.matmul
+    monkeypatch.setattr(js, "matmul", lambda batch, values, weight: right(batch, values, weight) * (1 + 1e-8))
+    shifted = suite.sparse_records("float64", kind="ae")
+    failed = {r.extra.get("pair") for r in shifted if not r.passed}
+    assert failed == {"jax-sparse vs jax-dense", "jax-sparse vs torch-sparse"}, failed
+
+
+def test_train_with_sparse_input_gives_the_dense_run(tmp_path, require_dataset):
+    """`poincare-parity train --set train.input_format=sparse`: the same HR@10 and loss history as dense
+    input at the same seed, in both frameworks (float64: the sums differ only in order)."""
+    require_dataset("ml-100k")
+    from parity.cli import main
+
+    results = {}
+    for form in ("dense", "sparse"):
+        out = tmp_path / form
+        code = main(["train", "--dataset", "ml-100k", "--framework", "both", "--epochs", "2", "--no-progress",
+                     "--set", "model.layer_sizes=[0,24]", "--set", "train.dtype=float64",
+                     "--set", f"train.input_format={form}", "--out", str(out)])
+        assert code == 0
+        results[form] = json.loads((out / "train.json").read_text())
+    for dense_run, sparse_run in zip(results["dense"]["runs"], results["sparse"]["runs"], strict=True):
+        assert sparse_run["framework"] == dense_run["framework"]
+        for d, s in zip(dense_run["history"], sparse_run["history"], strict=True):
+            assert s["val_hr"] == d["val_hr"]
+            assert s["loss"] == pytest.approx(d["loss"], rel=1e-9)
+        assert sparse_run["test"]["hr"] == dense_run["test"]["hr"]
+    assert results["sparse"]["config"]["train"]["input_format"] == "sparse"

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from parity.config import ModelConfig, OptimizerConfig, RunConfig
+from parity.data import dense_rows
 from parity.errors import UsageError
 
 
@@ -74,6 +75,14 @@ class Session:
     def put(self, array: np.ndarray) -> Any:
         """`array` on this session's device (the training matrix: once, not per epoch)."""
         raise NotImplementedError
+
+    def put_matrix(self, matrix: Any) -> Any:
+        """The training matrix (a scipy CSR of the rows to train on) in this session's input format:
+        dense rows on the device, or, for sparse input, the CSR itself in the session's dtype (the trainer
+        lays out each epoch's batches from its nonzeros, on the host)."""
+        if getattr(self, "input_format", "dense") == "sparse":
+            return matrix.astype(self.dtype)
+        return self.put(dense_rows(matrix, np.arange(matrix.shape[0]), self.dtype))
 
     def put_masks(self, masks: tuple) -> Any:
         """A (input, code, refeed_input, refeed_code) tuple of keep-masks on the device, as StepMasks."""
@@ -215,6 +224,13 @@ class Backend:
                       train: bool = False) -> list[Captured]:
         """Every submodule call's output during one forward pass of `module(*args, **kwargs)`, in the
         order the calls finished, no gradient taken (what `run_module(..., capture=True)` records)."""
+        raise NotImplementedError
+
+    def model_pass(self, config: ModelConfig, weights: dict[str, np.ndarray], dtype: str, rows: Any,
+                   input_keep: np.ndarray | None, input_format: str) -> tuple[np.ndarray, float, dict[str, np.ndarray]]:
+        """One forward and backward pass of this framework's autoencoder for `config` holding `weights`, on
+        the rows of a scipy CSR, given dense or sparse (`input_format`), dropout off except the input
+        keep-mask; -> (output, the model's loss, {parameter: gradient})."""
         raise NotImplementedError
 
     def parameters(self, module: Any, *, trainable: bool = False) -> dict[str, np.ndarray]:

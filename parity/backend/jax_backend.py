@@ -16,6 +16,8 @@ import numpy as np
 from parity import convert
 from parity.backend.base import Backend, Captured, DevicesUnavailable, ModuleRun, Session
 from parity.config import RunConfig
+from parity.data import dense_rows
+from parity.errors import UsageError
 
 # JAX's CPU platform makes N devices of the host only when told so before it starts
 HOST_DEVICES_FLAG = "--xla_force_host_platform_device_count"
@@ -41,7 +43,7 @@ class JaxSession(Session):
     def __init__(self, run: RunConfig, weights: dict[str, np.ndarray], backend: JaxBackend, device: str = "cpu"):
         import jax_impl.train as jt
 
-        self.dtype, self.on_gpu = run.train.dtype, device == "gpu"
+        self.dtype, self.on_gpu, self.input_format = run.train.dtype, device == "gpu", run.train.input_format
         self._masks = jt.StepMasks
         model = backend.model(run.model, weights, self.dtype)
         self.trainer = jt.Trainer(model, backend.optimizer(run.model, run.optimizer),
@@ -183,6 +185,9 @@ class JaxBackend(Backend):
     def session(self, run, weights, *, device="cpu", devices=1, compile_mode=None, compiled=False):
         if devices < 1:
             raise ValueError(f"devices must be >= 1, got {devices}")
+        if devices > 1 and run.train.input_format == "sparse":
+            raise UsageError("sparse input (train.input_format=sparse) runs on one device; use --devices 1 or "
+                             "dense input")
         if devices > 1:
             return JaxDataParallelSession(run, weights, self, device, devices)
         return JaxSession(run, weights, self, device)
@@ -295,6 +300,30 @@ class JaxBackend(Backend):
 
         outputs = jax.jit(forward)(state)  # one compiled program, as in run_module
         return [Captured(path, call, [np.asarray(o) for o in outs]) for (path, call), outs in zip(calls, outputs)]
+
+    def model_pass(self, config, weights, dtype, rows, input_keep, input_format):
+        import jax
+        import jax.numpy as jnp
+        from flax import nnx
+
+        from jax_impl import sparse
+
+        graphdef, params, rest = nnx.split(self.model(config, weights, dtype), nnx.Param, ...)
+        if input_format == "sparse":  # the keep-mask travels in the batch, read at its entries
+            inputs = sparse.to_device(sparse.sparse_rows(rows, np.arange(rows.shape[0]), input_keep=input_keep,
+                                                         dtype=dtype))
+            keep = None
+        else:
+            inputs = jnp.asarray(dense_rows(rows, np.arange(rows.shape[0]), dtype))
+            keep = None if input_keep is None else jnp.asarray(input_keep)
+
+        def objective(p):
+            model = nnx.merge(graphdef, p, rest)
+            output = model(inputs, input_keep=keep)
+            return model.loss(output, inputs), output
+
+        (value, output), grads = jax.jit(jax.value_and_grad(objective, has_aux=True))(params)
+        return np.asarray(output), float(value), convert.extract_jax(grads)
 
     def parameters(self, module, *, trainable=False):
         from flax import nnx

@@ -14,6 +14,8 @@ import numpy as np
 from parity import convert
 from parity.backend.base import Backend, Captured, DevicesUnavailable, ModuleRun, Session
 from parity.config import RunConfig
+from parity.data import dense_rows
+from parity.errors import UsageError
 
 
 def _torch_device(device: str):
@@ -31,7 +33,7 @@ class TorchSession(Session):
 
         import torch_ref.train as tt
 
-        self.dtype, self.device = run.train.dtype, _torch_device(device)
+        self.dtype, self.device, self.input_format = run.train.dtype, _torch_device(device), run.train.input_format
         self._masks = tt.StepMasks
         model = backend.model(run.model, weights, self.dtype)
         # Module.to moves parameters in place, so an optimizer built on them stays valid; its state is
@@ -183,6 +185,9 @@ class TorchBackend(Backend):
     def session(self, run, weights, *, device="cpu", devices=1, compile_mode=None, compiled=False):
         if devices < 1:
             raise ValueError(f"devices must be >= 1, got {devices}")
+        if devices > 1 and run.train.input_format == "sparse":
+            raise UsageError("sparse input (train.input_format=sparse) runs on one device; use --devices 1 or "
+                             "dense input")
         if devices > 1:
             if compiled:
                 raise ValueError("torch.compile runs on one device here: compiled=True needs devices=1")
@@ -306,6 +311,24 @@ class TorchBackend(Backend):
         with torch.no_grad(), _capturing(module, seen):
             module(*(torch.as_tensor(a) for a in args), **kwargs)
         return seen
+
+    def model_pass(self, config, weights, dtype, rows, input_keep, input_format):
+        import torch
+
+        from torch_ref import sparse
+
+        model = self.model(config, weights, dtype)
+        if input_format == "sparse":  # the keep-mask travels in the batch, read at its entries
+            inputs = sparse.to_device(sparse.sparse_rows(rows, np.arange(rows.shape[0]), input_keep=input_keep,
+                                                         dtype=dtype))
+            keep = None
+        else:
+            inputs = torch.from_numpy(dense_rows(rows, np.arange(rows.shape[0]), dtype))
+            keep = None if input_keep is None else torch.from_numpy(input_keep)
+        output = model(inputs, input_keep=keep)
+        value = model.loss(output, inputs)
+        value.backward()
+        return output.detach().numpy(), float(value.detach()), convert.extract_torch(model, grads=True)
 
     def parameters(self, module, *, trainable=False):
         tensors = dict(module.named_parameters()) if trainable else module.state_dict(keep_vars=True)

@@ -29,6 +29,7 @@ import sys
 from collections.abc import Iterable, Mapping
 
 import numpy as np
+import scipy.sparse as sp
 
 from parity import backend
 from parity.backend import enable_float64
@@ -402,6 +403,63 @@ def training_records(dtype: str, *, dataset: str = "ml-100k", data_dir=None, epo
 
 
 # ---------------------------------------------------------------------------------------------
+# sparse input: the first layer from the nonzeros only, against the dense form
+
+# float64: the acceptance bound for the sparse form (the same function, its sums in another order:
+# measured <= 2.1e-13 for the Euclidean autoencoder); float32: each model kind's forward rules above
+# (measured in the report of `poincare-parity models`)
+SPARSE_F64 = {"output": (1e-10, 1e-3), "loss": (1e-10, 0.0), "grad": (1e-10, 1e-3)}
+# the hyperbolic autoencoder, float64: 1e-9. Measured 3.1e-10 in the saturated case (raw point output,
+# c=0.5): its codes sit at the projection radius, where artanh's conditioning (~1/(1-|x|) ~ 5e4) turns
+# the 1e-15 difference of the reordered sums into ~1e-10; every other case <= 1e-12
+SPARSE_F64_HYPERBOLIC = 1e-9
+SPARSE_PAIRS = (("jax-sparse", "jax-dense"), ("torch-sparse", "torch-dense"), ("jax-sparse", "torch-sparse"))
+
+
+def _sparse_tolerance(what: str, dtype: str, reference, kind: str) -> Tolerance:
+    if dtype != "float64":
+        return tolerance(what, dtype, reference, kind)
+    rtol, floor = SPARSE_F64[what]
+    if kind == "hae":
+        rtol = SPARSE_F64_HYPERBOLIC
+    scale = float(np.max(np.abs(np.asarray(reference, np.float64)), initial=0.0))
+    return Tolerance(rtol, max(rtol * floor * scale, 1e-300),
+                     f"acceptance: sparse input equals the dense form, float64 rel <= {rtol:g}"
+                     + ("" if kind == "ae" else " (the saturated hyperbolic codes amplify reordered sums)")
+                     + (f"; floor {floor:g} x max|ref|" if floor else ""))
+
+
+def sparse_records(dtype: str, *, seed: int = 0, batch: int = 16, kind: str = "ae") -> list[ParityRecord]:
+    """Sparse input (`train.input_format=sparse`) against dense, for every small forward case of model
+    `kind`: each framework's sparse model against its dense one, and JAX sparse against PyTorch sparse;
+    output, loss and every parameter's gradient (one row per pair, the worst of the three named)."""
+    records = []
+    for index, (name, config) in enumerate(forward_cases(False) if kind == "ae" else hae_forward_cases(False)):
+        rng = np.random.default_rng([seed, index, 0x5A])
+        weights = {k: v.astype(dtype) for k, v in _init(config, seed + index).items()}
+        drawn = _random_batch(config, rng, batch)
+        rows = sp.csr_matrix(drawn["x"].astype(dtype))
+        keep = drawn["input_keep"] if config.input_dropout else None
+        runs = {f"{framework}-{form}": backend.get(framework).model_pass(config, weights, dtype, rows, keep, form)
+                for framework in (backend.PORT, backend.REFERENCE) for form in ("dense", "sparse")}
+        for got_name, ref_name in SPARSE_PAIRS:
+            (out, loss, grads), (ref_out, ref_loss, ref_grads) = runs[got_name], runs[ref_name]
+            checks = [("output", compare(out, ref_out, _sparse_tolerance("output", dtype, ref_out, kind), "output"),
+                       _sparse_tolerance("output", dtype, ref_out, kind)),
+                      ("loss", compare(loss, ref_loss, _sparse_tolerance("loss", dtype, ref_loss, kind), "loss"),
+                       _sparse_tolerance("loss", dtype, ref_loss, kind))]
+            for param, ref in ref_grads.items():
+                tol = _sparse_tolerance("grad", dtype, ref, kind)
+                checks.append(("grad", compare(grads[param], ref, tol, f"grad {param}"), tol))
+            worst_what, worst, worst_tol = max(checks, key=lambda c: c[1].max_rel_err)
+            records.append(ParityRecord.from_comparison(
+                f"sparse/{name}/{got_name}-vs-{ref_name}", dtype, merge([c for _, c, _ in checks]), worst_tol,
+                passed=all(c.passes(t) for _, c, t in checks), note=worst_tol.reason, case=name,
+                pair=f"{got_name} vs {ref_name}", worst_quantity=worst_what))
+    return records
+
+
+# ---------------------------------------------------------------------------------------------
 # the suite
 
 
@@ -418,6 +476,7 @@ def run(dtypes: Iterable[str], *, training: bool = True, large: bool = True, dat
         for kind in ("ae", "hae"):
             if suite == "forward":
                 records += forward_records(dtype, large=large, kind=kind)
+                records += sparse_records(dtype, kind=kind)
             else:
                 records += training_records(dtype, dataset=dataset, data_dir=data_dir, kind=kind)
     return records

@@ -4,6 +4,8 @@ Flax NNX modules."""
 from __future__ import annotations
 
 import functools
+import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -128,6 +130,23 @@ class JaxBackend(Backend):
         ja, jb = jax.device_put(a), jax.device_put(b)
         fn = jax.jit({"x W^T": lambda x, y: x @ y.T, "dY^T x": lambda x, y: x.T @ y, "dY W": lambda x, y: x @ y}[op])
         return lambda: fn(ja, jb).block_until_ready()
+
+    def device_count_environment(self, devices, device="cpu"):
+        if device != "cpu":
+            return {}  # JAX sees every visible GPU
+        # the CPU platform makes N devices of the host only when told before it starts
+        flags = re.sub(r"\s*--xla_force_host_platform_device_count=\S*", "", os.environ.get("XLA_FLAGS", ""))
+        return {"XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={devices}".strip(),
+                "JAX_PLATFORMS": "cpu"}
+
+    def data_parallel_epoch_seconds(self, run, weights, matrix, epochs, *, devices, device="cpu"):
+        import jax_impl.distributed as jd
+        import jax_impl.train as jt
+
+        model = self.model(run.model, weights, run.train.dtype)
+        return jd.epoch_seconds(model, self.optimizer(run.model, run.optimizer), matrix,
+                                [(batches, jt.StepMasks(*masks)) for batches, masks in epochs], devices=devices,
+                                dense_refeeding=run.train.dense_refeeding)
 
     # --- the public checks' primitives ---------------------------------------------------------------
 

@@ -96,6 +96,9 @@ def assess_workload(record: dict[str, Any], judge_ratios: bool = True) -> dict[s
     every arm's epoch spread, and (`judge_ratios`) every training-throughput ratio's 95% interval:
     present (enough paired repeats) and narrower than RATIO_INTERVAL_WIDTH_MAX."""
     arms = [a for a in record.get("arms", []) if a.get("status") == "ok"]
+    if not arms:
+        return {"trustworthy": None, "why": "no arm was timed", "background_busy": record.get("background_busy"),
+                "spread": None}
     reasons, fine, measured = _timing_checks({a["arm"]: a["epoch_s"]["samples"] for a in arms},
                                              record.get("background_busy"), "during the timed epochs")
     widths: dict[str, float] = {}

@@ -112,10 +112,14 @@ def format_devices(section: dict[str, Any]) -> list[str]:
 def format_results(payload: dict[str, Any]) -> str:
     d = payload["device"]
     run_trust = payload.get("trust") or {}
+    settings, data = payload["settings"], payload["data"]
+    timed = ([f"data {data['dataset']} ({data['n_users']} users x {data['n_items']} items)"]
+             if settings.get("workloads", True) or payload.get("devices") else [])
+    if settings.get("workloads", True):
+        timed.append(f"medians of {settings['repeats']} repeats [min, max]")
     out = [f"bench on {d['cpu_model']} ({d['usable_cpus']} usable CPUs, torch threads {d['torch_threads']}), "
-           f"device {payload['settings']['device']}, JAX backend {d['jax_backend']}; data {payload['data']['dataset']} "
-           f"({payload['data']['n_users']} users x {payload['data']['n_items']} items); {payload['settings']['dtype']}; "
-           f"medians of {payload['settings']['repeats']} repeats [min, max]; other processes used "
+           f"device {settings['device']}, JAX backend {d['jax_backend']}; {settings['dtype']}; "
+           + "".join(f"{part}; " for part in timed) + f"other processes used "
            f"{_pct(run_trust.get('background_busy'))} of the CPUs before the run; load average "
            f"{d.get('load_average')} -> {d.get('load_average_end')}"]
     for w in payload["workloads"]:

@@ -613,7 +613,7 @@ def plot_cost_curve(bench: dict[str, Any], path: Path) -> Path | None:
     if not presets:
         return None
     plt = _pyplot()
-    fig, axes = plt.subplots(2, len(presets), figsize=(4.8 * len(presets), 7.4), squeeze=False)
+    fig, axes = plt.subplots(2, len(presets), figsize=(max(4.8 * len(presets), 8.0), 7.4), squeeze=False)
     colors = arm_colors([(r["arm"], r.get("framework")) for r in rows])
     markers = {arm: ARM_MARKERS[i % len(ARM_MARKERS)] for i, arm in enumerate(dict.fromkeys(r["arm"] for r in rows))}
     arms = list(dict.fromkeys(r["arm"] for r in rows))

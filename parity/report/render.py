@@ -378,7 +378,7 @@ def first_screen(summary: dict[str, Any], bench: dict[str, Any] | None) -> list[
         lines += throughput_table(summary, bench)
     elif bench:
         lines.append("**Training throughput:** the bench JSON among the inputs times no model at the dataset's width "
-                     "(see Throughput for what it did time).")
+                     "(its cost curve or device counts are in their own sections below).")
     else:
         lines.append("**Training throughput:** no bench JSON among the inputs.")
     stage = stages_line(summary)

@@ -190,13 +190,19 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
         "and of one Riemannian optimizer step, in four arms measured side by side: PyTorch eager, "
         "torch.compile, JAX jit (a jitted step per batch) and JAX scan (the whole epoch as one compiled "
         "program). Every arm trains on the same batches and dropout masks as `train`; an epoch's time "
-        "includes the data feeding. Medians of --repeats epochs (round-robin over the arms) with min and max, "
-        "ratios pair by pair, compile time apart, peak memory, and a roofline: each framework's measured "
-        "matmul rate at the model's shapes and the fraction of it each arm reaches. Exit status 1 if an arm failed."
+        "includes the data feeding. Medians of --repeats epochs (round-robin over the arms) with min and max; "
+        "ratios pair by pair from the paired repeats (median with a 95% bootstrap interval, and the best epoch "
+        "over the best epoch); compile time apart, peak memory, and a roofline: each framework's measured "
+        "matmul rate at the model's shapes and the fraction of it each arm reaches. Before it starts, the bench "
+        "measures other processes' load on the CPUs; with that load, each arm's spread and each interval's "
+        "width it marks every workload and the run trustworthy or not (and says why). --items draws the cost "
+        "curve over item counts instead, --devices the throughput per device count. Exit status 1 if an arm failed."
     )
     p.epilog = ("examples: poincare-parity bench --json bench.json   |   poincare-parity bench --quick   |   "
                 "poincare-parity bench --device gpu --json bench-gpu.json   |   "
-                "poincare-parity bench --presets ae-neumf --arms torch-eager,jax-scan --profile prof/")
+                "poincare-parity bench --presets ae-neumf --arms torch-eager,jax-scan --profile prof/   |   "
+                "poincare-parity bench --items 3706,10000,27000 --json curve.json   |   "
+                "poincare-parity bench --devices 1,2 --json devices.json")
     p.add_argument("--presets", metavar="P1,P2", default=None,
                    help="model presets to time (default: every preset of `train --list-presets`)")
     p.add_argument("--arms", metavar="A1,A2", default=None,
@@ -210,7 +216,9 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
                    help="data directory (default: $POINCARE_PARITY_DATA, else the user cache directory)")
     p.add_argument("--users", type=int, default=None,
                    help="train on the first N users only (an epoch = N users; default: all)")
-    p.add_argument("--repeats", type=int, default=None, help="timed epochs per arm (default: 5; --tiny: 2)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed epochs per arm (default: 10, from 6 on a ratio gets its 95%% interval; --items: 3 "
+                        "per width; --devices: 5 per device count; --tiny: 2)")
     p.add_argument("--steps", type=int, default=None, help="steps per isolated-step sample (default: 3)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
@@ -221,8 +229,17 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
                    help="torch.compile mode, e.g. max-autotune-no-cudagraphs (default: torch's default)")
     p.add_argument("--seed", type=int, default=0, help="seed of the start weights, batches and masks (default: 0)")
     p.add_argument("--quick", action="store_true",
-                   help="ML-1M shapes, but an epoch of the first 1,536 users (about 2 minutes on 2 cores)")
+                   help="ML-1M shapes, but an epoch of the first 1,536 users (a few minutes on 2 quiet cores)")
     p.add_argument("--tiny", action="store_true", help="a toy dataset and model, 2 repeats (seconds; for tests)")
+    p.add_argument("--items", metavar="N1,N2", default=None,
+                   help="the cost curve instead of the dataset's width: every preset in every arm on synthetic data "
+                        "with N items for each N (e.g. 3706,10000,27000: ML-1M's width to ML-20M's), users per epoch "
+                        "(6,040) and ratings per user (~165) held at ML-1M's; epoch time and memory per arm against "
+                        "items. An arm that would not fit in the memory available is skipped, with the reason")
+    p.add_argument("--devices", metavar="N1,N2", default=None,
+                   help="throughput per device count instead of the arms: data-parallel training of every preset in "
+                        "JAX and PyTorch on each count of devices (1 is always added), each in its own process; "
+                        "throughput and scaling efficiency = throughput(N) / (N * throughput(1)). With --items both")
     p.add_argument("--profile", metavar="DIR", default=None,
                    help="also profile one more epoch per arm into DIR (torch op table, JAX trace) and print where "
                         "each JAX arm spent it: XLA time in matrix products vs elsewhere, the largest operations")
@@ -378,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     name = "data " + args.data_command if args.command == "data" else args.command
-    if getattr(args, "devices", 1) > 1:
+    devices = getattr(args, "devices", 1)  # bench's --devices is a list: each count runs in its own process
+    if isinstance(devices, int) and devices > 1:
         from parity.backend import request_host_devices
 
         # JAX on the CPU makes N devices only if asked before it starts: here, before any command imports it

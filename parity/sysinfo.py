@@ -4,6 +4,8 @@
     device_info(device="cpu") -> CPU model and threads, GPU and driver, frameworks' devices, load
     environment(device="cpu") -> the short form every JSON file carries (versions, device, load)
     rss_bytes(), peak_rss_bytes(), reset_peak_rss()     resident memory of this process (Linux /proc)
+    memory_available_bytes()                            what the kernel could hand out now (MemAvailable)
+    CpuMeter(), background_busy(seconds)                other processes' share of the usable CPUs' time
 
 Framework details (JAX backend, torch threads) are read only from frameworks this process has already
 imported: asking for them never pays a framework's import.
@@ -16,6 +18,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from typing import Any
 
 PACKAGES = ("poincare-parity", "numpy", "scipy", "jax", "jaxlib", "flax", "optax", "torch", "geoopt")
@@ -62,6 +65,11 @@ def nvidia_smi() -> list[dict[str, str]] | None:
         name, driver, memory = (part.strip() for part in line.split(",", 2))
         rows.append({"name": name, "driver": driver, "memory": memory})
     return rows
+
+
+def framework_info() -> dict[str, Any]:
+    """Backends and devices of the frameworks already imported by this process (none is imported here)."""
+    return _frameworks()
 
 
 def _frameworks() -> dict[str, Any]:
@@ -158,3 +166,112 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
+
+
+def memory_available_bytes() -> int | None:
+    """MemAvailable of /proc/meminfo: what can be allocated now without swapping; None without /proc."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# the CPU time of the machine and of this process: who else is using the cores
+
+
+def cpu_ticks(cpus: set[int] | None = None) -> tuple[int, int] | None:
+    """(busy, total) clock ticks since boot summed over `cpus` (default: this process's usable CPUs),
+    from /proc/stat's per-CPU lines: busy = user + nice + system + irq + softirq + steal (time the
+    hypervisor gave to another guest counts as taken), total adds idle and iowait. None without /proc."""
+    cpus = cpus if cpus is not None else (os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None)
+    busy = total = 0
+    found = False
+    try:
+        with open("/proc/stat") as handle:
+            for line in handle:
+                name, _, rest = line.partition(" ")
+                if not name.startswith("cpu") or name == "cpu":
+                    continue
+                if cpus is not None and int(name[3:]) not in cpus:
+                    continue
+                user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in rest.split()[:8])
+                busy += user + nice + system + irq + softirq + steal
+                total += user + nice + system + idle + iowait + irq + softirq + steal
+                found = True
+    except (OSError, ValueError):
+        return None
+    return (busy, total) if found and total > 0 else None
+
+
+def _stat_fields(pid: str) -> list[str] | None:
+    """/proc/PID/stat from field 3 (state) on: the command name before it may hold spaces."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
+def own_cpu_ticks() -> int | None:
+    """Clock ticks of CPU time used by this process (every thread), by its children it has waited for,
+    and by its live descendants (torch.compile's workers, data-parallel rank processes, subprocesses):
+    the work this run did itself. None without /proc."""
+    me = str(os.getpid())
+    fields = _stat_fields(me)
+    if fields is None:
+        return None
+    # fields[k - 3] is field k of proc(5): utime 14, stime 15, cutime 16, cstime 17; ppid 4
+    total = sum(int(v) for v in fields[11:15])
+    children: dict[str, list[tuple[str, list[str]]]] = {}
+    try:
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return total
+    for pid in pids:
+        other = _stat_fields(pid)
+        if other is not None and pid != me:
+            children.setdefault(other[1], []).append((pid, other))
+    todo = [me]
+    while todo:
+        for pid, other in children.get(todo.pop(), []):
+            total += sum(int(v) for v in other[11:15])
+            todo.append(pid)
+    return total
+
+
+class CpuMeter:
+    """Other processes' share of the usable CPUs' time from the meter's start to `share()`:
+    (busy ticks of those CPUs - this process's own ticks, descendants included) / all their ticks.
+
+    0 on a machine where only this run works; 0.5 on 2 cores where another process kept one core busy.
+    None without /proc (not Linux)."""
+
+    def __init__(self):
+        self.started = time.monotonic()
+        self._start = (cpu_ticks(), own_cpu_ticks())
+
+    def share(self) -> float | None:
+        machine, own = cpu_ticks(), own_cpu_ticks()
+        (machine0, own0) = self._start
+        if machine is None or machine0 is None or own is None or own0 is None:
+            return None
+        total = machine[1] - machine0[1]
+        if total <= 0:
+            return None
+        others = (machine[0] - machine0[0]) - (own - own0)
+        return min(1.0, max(0.0, others / total))
+
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+
+def background_busy(seconds: float = 2.0) -> float | None:
+    """Other processes' share of the usable CPUs' time over `seconds` while this process sleeps."""
+    meter = CpuMeter()
+    time.sleep(seconds)
+    return meter.share()

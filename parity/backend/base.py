@@ -194,6 +194,22 @@ class Backend:
         """A call that computes one matrix product and waits for it: op "x W^T", "dY^T x" or "dY W"."""
         raise NotImplementedError
 
+    # --- data-parallel timing (`bench --devices`) ---------------------------------------------------
+
+    def device_count_environment(self, devices: int, device: str = "cpu") -> dict[str, str]:
+        """Environment variables a new process needs, set before this framework starts in it, to see
+        `devices` devices of kind `device`; {} when it needs none."""
+        return {}
+
+    def data_parallel_epoch_seconds(self, run: RunConfig, weights: dict[str, np.ndarray], matrix: np.ndarray,
+                                    epochs: Sequence[tuple[list[np.ndarray], tuple]], *, devices: int,
+                                    device: str = "cpu") -> np.ndarray:
+        """Train `run`'s model from `weights` data-parallel on `devices` devices of kind `device`, one
+        epoch per (batches, masks) of `epochs` (masks: a `parity.data.epoch_masks` tuple); -> each epoch's
+        wall-clock seconds, the first with compilation and warm-up (the framework's own
+        `distributed.epoch_seconds`)."""
+        raise NotImplementedError
+
     # --- the primitives of the public checks (`parity.checks`): numpy in, numpy out ---------------
 
     def vjp(self, fn: Callable, args: Mapping[str, np.ndarray], *, keywords: Sequence[str] = (),

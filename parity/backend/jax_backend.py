@@ -29,12 +29,16 @@ def request_host_devices(count: int) -> None:
     only if JAX has not started yet (before its first import in this process); on GPUs nothing is needed."""
     if count <= 1:
         return
-    flags = os.environ.get("XLA_FLAGS", "")
-    found = re.search(rf"{HOST_DEVICES_FLAG}=(\d+)", flags)
+    found = re.search(rf"{HOST_DEVICES_FLAG}=(\d+)", os.environ.get("XLA_FLAGS", ""))
     if found and int(found.group(1)) >= count:
         return
-    flags = re.sub(rf"\s*{HOST_DEVICES_FLAG}=\S*", "", flags)
-    os.environ["XLA_FLAGS"] = f"{flags} {HOST_DEVICES_FLAG}={count}".strip()
+    os.environ["XLA_FLAGS"] = _xla_flags_with_host_devices(count)
+
+
+def _xla_flags_with_host_devices(count: int) -> str:
+    """This process's XLA_FLAGS with the host device count set to `count` (any earlier count dropped)."""
+    flags = re.sub(rf"\s*{HOST_DEVICES_FLAG}=\S*", "", os.environ.get("XLA_FLAGS", ""))
+    return f"{flags} {HOST_DEVICES_FLAG}={count}".strip()
 
 
 class JaxSession(Session):
@@ -224,6 +228,21 @@ class JaxBackend(Backend):
         ja, jb = jax.device_put(a), jax.device_put(b)
         fn = jax.jit({"x W^T": lambda x, y: x @ y.T, "dY^T x": lambda x, y: x.T @ y, "dY W": lambda x, y: x @ y}[op])
         return lambda: fn(ja, jb).block_until_ready()
+
+    def device_count_environment(self, devices, device="cpu"):
+        if device != "cpu":
+            return {}  # JAX sees every visible GPU
+        # the CPU platform makes N devices of the host only when told before it starts
+        return {"XLA_FLAGS": _xla_flags_with_host_devices(devices), "JAX_PLATFORMS": "cpu"}
+
+    def data_parallel_epoch_seconds(self, run, weights, matrix, epochs, *, devices, device="cpu"):
+        import jax_impl.distributed as jd
+        import jax_impl.train as jt
+
+        model = self.model(run.model, weights, run.train.dtype)
+        return jd.epoch_seconds(model, self.optimizer(run.model, run.optimizer), matrix,
+                                [(batches, jt.StepMasks(*masks)) for batches, masks in epochs], devices=devices,
+                                dense_refeeding=run.train.dense_refeeding)
 
     # --- the public checks' primitives ---------------------------------------------------------------
 

@@ -248,6 +248,16 @@ class TorchBackend(Backend):
             return lambda: (product(), torch.cuda.synchronize())
         return product
 
+    def data_parallel_epoch_seconds(self, run, weights, matrix, epochs, *, devices, device="cpu"):
+        import torch_ref.distributed as td
+        import torch_ref.train as tt
+
+        # one rank process per device; on the CPU each gets cpu_count // devices threads (its default)
+        model = self.model(run.model, weights, run.train.dtype)
+        return td.epoch_seconds(model, self.optimizer(run.model, run.optimizer), matrix,
+                                [(batches, tt.StepMasks(*masks)) for batches, masks in epochs], devices=devices,
+                                dense_refeeding=run.train.dense_refeeding, device=_torch_device(device).type)
+
     # --- the public checks' primitives ---------------------------------------------------------------
 
     def vjp(self, fn, args, *, keywords=(), differentiable=(), cotangents=(), jit=True):

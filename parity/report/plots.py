@@ -8,6 +8,7 @@ error bars where the inputs carry intervals, and axes scaled to the differences 
     plot_sweep(payload, path)        HR@10 per swept value (with test intervals), and the code's saturation
     plot_quality(summary, path)      test HR@10 / NDCG@10 dot plot: both frameworks, baselines, published
     plot_throughput(bench, path)     training and inference users/s per arm, ratio to PyTorch eager
+    plot_cost_curve(bench, path)     seconds per epoch and memory per arm against the item count (log-log)
 
 Each returns the path written (plot_optim: (path, per_step)), or None when there is nothing to draw.
 """
@@ -28,6 +29,10 @@ BASELINE_COLOR = "#6b6b6b"
 PUBLISHED_COLOR = "black"
 SEED_COLORS = ("#1b9e77", "#7570b3", "#d95f02", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666")
 ARM_COLOR = {"torch-eager": "#e66100", "torch-compile": "#b2182b", "jax-jit": "#6baed6", "jax-scan": "#1f4e99"}
+# arms the table above does not name (arms are added in parity.bench.arms): a colour of their framework's
+# family in turn, and a marker of their own
+EXTRA_ARM_COLORS = {PORT: ("#08306b", "#4292c6", "#9ecae1"), REFERENCE: ("#7f2704", "#fd8d3c", "#fdd0a2")}
+ARM_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 TOLERANCE_COLOR = "black"
 FAMILY_LABEL = {"sgd": "Riemannian SGD", "adam": "Riemannian Adam"}
 # keys a parity record may carry with its error after every optimizer step (one float per step)
@@ -549,6 +554,7 @@ def plot_throughput(bench: dict[str, Any], path: Path) -> Path | None:
         return None
     plt = _pyplot()
     fig, axes = plt.subplots(2, len(workloads), figsize=(4.8 * len(workloads), 7), squeeze=False)
+    colors = arm_colors([(a["arm"], a.get("framework")) for w in workloads for a in w["arms"]])
     for col, w in enumerate(workloads):
         arms = [a for a in w["arms"] if a.get("status") == "ok"]
         for row, metric, label in ((0, "train_users_per_s", "training users/s (full epoch, feeding included)"),
@@ -558,7 +564,7 @@ def plot_throughput(bench: dict[str, Any], path: Path) -> Path | None:
             for i, a in enumerate(arms):
                 s = a[metric]
                 ax.bar(i, s["median"], yerr=[[max(s["median"] - s["min"], 0)], [max(s["max"] - s["median"], 0)]],
-                       capsize=3, color=ARM_COLOR.get(a["arm"], "gray"), width=0.65)
+                       capsize=3, color=colors[a["arm"]], width=0.65)
                 if base:
                     ax.annotate(f"{s['median'] / base:.2f}x", (i, s["max"]), xytext=(0, 2), textcoords="offset points",
                                 ha="center", va="bottom", fontsize=8)
@@ -581,5 +587,90 @@ def plot_throughput(bench: dict[str, Any], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def arm_colors(arms: list[tuple[str, str | None]]) -> dict[str, str]:
+    """A colour per arm (name, framework): ARM_COLOR's, else the next of its framework's family."""
+    out: dict[str, str] = {}
+    used = {PORT: 0, REFERENCE: 0}
+    for name, framework in arms:
+        if name in out:
+            continue
+        if name in ARM_COLOR:
+            out[name] = ARM_COLOR[name]
+            continue
+        family = EXTRA_ARM_COLORS.get(framework, ("gray",))
+        out[name] = family[used.get(framework, 0) % len(family)]
+        used[framework] = used.get(framework, 0) + 1
+    return out
+
+
+def plot_cost_curve(bench: dict[str, Any], path: Path) -> Path | None:
+    """Per preset, seconds per epoch (top) and each arm's memory (bottom) against the item count, one line
+    per arm, both axes logarithmic (a slope of 1 is cost in proportion to the items; the grey dashes show
+    it); whiskers min-max of the epochs; an arm skipped or failed at a width has no point there."""
+    curve = bench.get("cost_curve") or {}
+    rows = curve.get("rows") or []
+    presets = [p for p in dict.fromkeys(r["preset"] for r in rows)]
+    if not presets:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, len(presets), figsize=(max(4.8 * len(presets), 8.0), 7.4), squeeze=False)
+    colors = arm_colors([(r["arm"], r.get("framework")) for r in rows])
+    markers = {arm: ARM_MARKERS[i % len(ARM_MARKERS)] for i, arm in enumerate(dict.fromkeys(r["arm"] for r in rows))}
+    arms = list(dict.fromkeys(r["arm"] for r in rows))
+    for col, preset in enumerate(presets):
+        mine = [r for r in rows if r["preset"] == preset]
+        missing = sorted({(r["arm"], r["n_items"]) for r in mine if r.get("status") != "ok"})
+        for row, label in ((0, "seconds per training epoch"), (1, "arm memory (MiB)")):
+            ax = axes[row][col]
+            guide = None  # (x0, y0, x1): the first line's first point and the widest width
+            for arm in arms:
+                points = sorted(((r["n_items"], r) for r in mine if r["arm"] == arm and r.get("status") == "ok"
+                                 and (r.get("memory_mb") if row else r.get("epoch_s"))), key=lambda p: p[0])
+                if not points:
+                    continue
+                x = [n for n, _ in points]
+                if row == 0:
+                    stats = [r["epoch_s"] for _, r in points]
+                    y = [st["median"] for st in stats]
+                    err = [[max(st["median"] - st["min"], 0) for st in stats],
+                           [max(st["max"] - st["median"], 0) for st in stats]]
+                    ax.errorbar(x, y, yerr=err, color=colors[arm], marker=markers[arm], ms=5, lw=1.4, capsize=2,
+                                label=arm)
+                else:
+                    y = [r["memory_mb"] for _, r in points]
+                    ax.plot(x, y, color=colors[arm], marker=markers[arm], ms=5, lw=1.4, label=arm)
+                if guide is None and len(x) > 1:
+                    guide = (x[0], y[0], max(r["n_items"] for r in mine))
+            if guide:
+                x0, y0, x1 = guide
+                ax.plot([x0, x1], [y0, y0 * x1 / x0], color="#9a9a9a", ls="--", lw=0.9,
+                        label="in proportion to the items")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            widths = sorted({r["n_items"] for r in mine})
+            ax.set_xticks(widths, [f"{n:,}" for n in widths])
+            ax.set_xticks([], minor=True)  # the widths alone, not the log scale's minor ticks
+            ax.set_xlabel("items (input and output width)", fontsize=8)
+            ax.set_ylabel(label, fontsize=8)
+            ax.grid(True, which="both", color="#e5e5e5", lw=0.6)
+            ax.set_axisbelow(True)
+            ax.tick_params(labelsize=7)
+            if row == 0:
+                point_trust = [t.get("trust") for t in curve.get("points", []) if t.get("name") == preset]
+                assessed = [t for t in point_trust if isinstance(t, dict)]
+                flag = ("" if not assessed else "\ntimings trustworthy" if all(t.get("trustworthy") for t in assessed)
+                        else "\ntimings NOT trustworthy")
+                ax.set_title(f"{preset}{flag}", fontsize=9)
+                ax.legend(fontsize=7, loc="upper left")
+            elif missing:
+                ax.annotate("no point (skipped or failed): " + ", ".join(f"{a} at {n:,}" for a, n in missing),
+                            (0.0, -0.22), xycoords="axes fraction", fontsize=6.5, va="top")
+    fig.suptitle(f"Cost against the item count: {curve.get('n_users', '?'):,} users per epoch, "
+                 f"{curve.get('ratings_per_user', 0):.0f} ratings per user at every width; median of "
+                 f"{curve.get('repeats', '?')} epochs, whiskers min-max", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 __all__ = ["plot_ops", "plot_optim", "plot_training", "plot_sweep", "plot_quality", "plot_throughput",
-           "ops_cell_value", "quality_entries"]
+           "plot_cost_curve", "arm_colors", "ops_cell_value", "quality_entries"]

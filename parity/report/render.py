@@ -17,6 +17,7 @@ from parity.report.inputs import PARITY_SUITES, Inputs
 from parity.report.summary import (
     BASELINE_ARMS,
     BASELINE_LABEL,
+    bench_inputs,
     check_label,
     dataset_of_train,
     framework_label,
@@ -277,6 +278,35 @@ def _ratio_cell(r: dict[str, Any] | None) -> str:
     return text
 
 
+def _ratio_detail(r: dict[str, Any]) -> str:
+    """A ratio of the details: its cell, and the best epoch over the best epoch where measured."""
+    text = _ratio_cell({"median": r["median"], "range_low": r.get("low"), "range_high": r.get("high"),
+                        "interval": ratio_interval(r)})
+    return text + (f", best / best {r['best']:.2f}x" if r.get("best") is not None else "")
+
+
+def _trust_details(trust: Any) -> str:
+    """The measurements beside a trust verdict ('; background_busy: 3%; spread: 1.08 (jax-scan)')."""
+    if not isinstance(trust, dict):
+        return ""
+    parts = []
+    for key, value in trust.items():
+        if key in ("trustworthy", "why", "untrustworthy") or value is None or key.endswith(("_of", "_widest")):
+            continue
+        if key == "background_busy":
+            text = f"{100 * value:.0f}%"
+        elif isinstance(value, float):
+            text = f"{value:.3g}"
+            partner = trust.get(f"{key}_of") or trust.get(key.replace("_width", "_widest"))
+            text += f" ({partner})" if partner and partner != value else ""
+        elif isinstance(value, list):
+            text = ", ".join(map(str, value))
+        else:
+            text = str(value)
+        parts.append(f"{key.replace('_', ' ')}: {text}")
+    return "".join(f"; {part}" for part in parts)
+
+
 def _trust_cell(trust: Any) -> str:
     if not isinstance(trust, dict) or trust.get("trustworthy") is None:
         return "not assessed"
@@ -286,9 +316,11 @@ def _trust_cell(trust: Any) -> str:
 
 def throughput_table(summary: dict[str, Any], bench: dict[str, Any]) -> list[str]:
     s = bench.get("settings", {})
-    lines = [f"**Training throughput** (users/s over a full epoch, data feeding included; ratios of medians of "
-             f"{s.get('repeats', '?')} repeats, {s.get('dtype', '?')}, on "
-             f"{summary.get('bench_device') or 'a device not recorded'}):",
+    repeats = s.get("repeats", "?")
+    how = (f"each ratio the median of the paired ratios of {repeats} interleaved repeats, with its 95% bootstrap "
+           "interval" if bench.get("ratio_method") else f"ratios of medians of {repeats} repeats")
+    lines = [f"**Training throughput** (users/s over a full epoch, data feeding included; {how}, "
+             f"{s.get('dtype', '?')}, on {summary.get('bench_device') or 'a device not recorded'}):",
              ""]
     rows = []
     for t in summary["throughput"]:
@@ -344,6 +376,9 @@ def first_screen(summary: dict[str, Any], bench: dict[str, Any] | None) -> list[
     lines.append("")
     if bench and summary["throughput"]:
         lines += throughput_table(summary, bench)
+    elif bench:
+        lines.append("**Training throughput:** the bench JSON among the inputs times no model at the dataset's width "
+                     "(its cost curve or device counts are in their own sections below).")
     else:
         lines.append("**Training throughput:** no bench JSON among the inputs.")
     stage = stages_line(summary)
@@ -644,6 +679,10 @@ def bench_section(summary: dict[str, Any], bench: dict[str, Any], plots_dir: Pat
              f"on {summary.get('bench_device') or 'a device not recorded'}; medians of {s.get('repeats')} repeats "
              f"[min, max], run round-robin over the arms; load average {_load(d.get('load_average'))} at the start, "
              f"{_load(d.get('load_average_end'))} at the end."]
+    if isinstance(bench.get("trust"), dict):
+        lines += ["", "Run timings trustworthy? " + _trust_cell(bench["trust"]) + _trust_details(bench["trust"]) + "."]
+    if bench.get("ratio_method"):
+        lines += ["", f"Ratios: {bench['ratio_method']}."]
     plot = _try_plot(lines, plots.plot_throughput, bench, plots_dir / "throughput.png")
     if plot:
         made.append(str(plot))
@@ -661,18 +700,19 @@ def bench_section(summary: dict[str, Any], bench: dict[str, Any], plots_dir: Pat
                       f"One step on {w['n_points']:,} ball points of dimension {w['dim']} ({w['dtype']}): JAX "
                       f"{r['jax_ms']:.3f} ms (min {r['jax_ms_min']:.3f}), geoopt {r['torch_ms']:.3f} ms (min "
                       f"{r['torch_ms_min']:.3f}); geoopt / JAX = {r['torch_ms'] / r['jax_ms']:.2f}x."]
+            if isinstance(w.get("trust"), dict):
+                lines += ["", "Timings trustworthy? " + _trust_cell(w["trust"]) + _trust_details(w["trust"]) + "."]
             continue
         lines += [f"### {w['name']} ({model_label(w.get('model_kind'))})", "",
                   f"Layers {w['config']['model']['layer_sizes']}, batch {w['batch_size']}, {w['steps_per_epoch']} "
                   f"steps per epoch, {w['flops']['train_epoch'] / 1e9:.1f} matmul GFLOP per epoch."]
         trust = w.get("trust")
-        lines += ["", "Timings trustworthy? " + _trust_cell(trust) + (
-            "" if not isinstance(trust, dict) else "".join(
-                f"; {k}: {v}" for k, v in trust.items() if k not in ("trustworthy", "why"))) + "."]
+        lines += ["", "Timings trustworthy? " + _trust_cell(trust) + _trust_details(trust) + "."]
         rows = []
         for a in w["arms"]:
             if a.get("status") != "ok":
-                rows.append([a["arm"], "FAILED: " + str(a.get("error"))[:100]] + [""] * 9)
+                rows.append([a["arm"], f"{str(a.get('status', 'failed')).upper()}: "
+                             + str(a.get("error") or a.get("reason"))[:100]] + [""] * 9)
                 continue
             m = a.get("memory", {})
             peak = m.get("device_peak_mb")
@@ -693,14 +733,66 @@ def bench_section(summary: dict[str, Any], bench: dict[str, Any], plots_dir: Pat
         ratios = [r for r in w.get("ratios", []) if r["metric"] == "train_users_per_s"]
         if ratios:
             lines += ["", "Training throughput ratios: " + "; ".join(
-                f"{r['numerator']} ÷ {r['denominator']} " + _ratio_cell(
-                    {"median": r["median"], "range_low": r.get("low"), "range_high": r.get("high"),
-                     "interval": ratio_interval(r)}) for r in ratios) + "."]
+                f"{r['numerator']} ÷ {r['denominator']} " + _ratio_detail(r) for r in ratios) + "."]
     lines += ["", "<details><summary>device</summary>", "", "```", json.dumps(d, indent=1), "```", "", "</details>", ""]
     return lines
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def cost_curve_section(bench: dict[str, Any], plots_dir: Path, out: Path, made: list[str]) -> list[str]:
+    curve = bench["cost_curve"]
+    lines = ["## Cost against the item count", "",
+             f"Synthetic data at {', '.join(f'{n:,}' for n in curve.get('items', []))} items, "
+             f"{curve.get('n_users', 0):,} users per epoch and {curve.get('ratings_per_user', 0):.0f} ratings per user "
+             f"at every width ({curve.get('why', '')}); median of {curve.get('repeats')} epochs per arm and width."]
+    if isinstance(curve.get("trust"), dict):
+        lines += ["", "Timings trustworthy? " + _trust_cell(curve["trust"]) + "."]
+    plot = _try_plot(lines, plots.plot_cost_curve, bench, plots_dir / "cost_curve.png")
+    if plot:
+        made.append(str(plot))
+        _figure(lines, plot, out, "cost curve", "Seconds per training epoch (top) and each arm's memory (bottom) "
+                "against the number of items, both axes logarithmic; whiskers from the fastest to the slowest epoch; "
+                "grey dashes: cost in proportion to the items.")
+    rows = []
+    for r in curve.get("rows", []):
+        if r.get("status") == "ok":
+            rows.append([r["preset"], f"{r['n_items']:,}", r["arm"], format_stat(r["epoch_s"], 1, 2),
+                         _f(r.get("train_users_per_s"), 0), _f(r.get("memory_mb"), 0), _f(r.get("process_peak_mb"), 0)])
+        else:
+            rows.append([r["preset"], f"{r['n_items']:,}", r["arm"], f"{str(r.get('status')).upper()}: "
+                         f"{r.get('reason') or ''}", "-", "-", "-"])
+    memory = curve.get("memory", {})
+    lines += ["", "Arm memory: " + str(memory.get("arm_memory", "as measured")) + "; process peak: "
+              + str(memory.get("process_peak_mb", "the process's peak")) + "."]
+    lines += [""] + _md_table(["preset", "items", "arm", "epoch s [min, max]", "users/s", "arm MiB",
+                               "process peak MiB"], rows) + [""]
+    return lines
+
+
+def devices_section(bench: dict[str, Any]) -> list[str]:
+    section = bench["devices"]
+    lines = ["## Throughput per device count", "",
+             f"Data-parallel training on {', '.join(map(str, section.get('counts', [])))} {section.get('device')} "
+             f"device(s), {section.get('n_users', 0):,} users per epoch; median of {section.get('repeats')} epochs "
+             f"after a warm-up. Method: {section.get('method', 'not recorded')}."]
+    if section.get("why_efficiency_is_low"):
+        lines += ["", f"Why the efficiency is low here: {section['why_efficiency_is_low']}."]
+    if isinstance(section.get("trust"), dict):
+        lines += ["", "Timings trustworthy? " + _trust_cell(section["trust"]) + "."]
+    rows = []
+    for r in section.get("rows", []):
+        if r.get("status") == "ok":
+            rows.append([r["preset"], framework_label(r["framework"]), r["devices"], format_stat(r["users_per_s"]),
+                         "-" if r.get("speedup") is None else f"{r['speedup']:.2f}x",
+                         _f(r.get("scaling_efficiency"), 2)])
+        else:
+            rows.append([r["preset"], framework_label(r["framework"]), r["devices"],
+                         "FAILED: " + str(r.get("error"))[:100], "-", "-"])
+    lines += [""] + _md_table(["preset", "framework", "devices", "users/s [min, max]", "speed-up over 1",
+                               "scaling efficiency"], rows) + [""]
+    return lines
 
 
 def _slug(text: str) -> str:
@@ -711,7 +803,8 @@ def render(inputs: Inputs, summary: dict[str, Any], out: Path) -> str:
     plots_dir = out / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
     made: list[str] = []
-    bench = inputs.last("bench")
+    benches = bench_inputs(inputs)
+    bench = benches["throughput"]
     lines = first_screen(summary, bench)
 
     lines += ["", "## Parity", ""]
@@ -734,10 +827,14 @@ def render(inputs: Inputs, summary: dict[str, Any], out: Path) -> str:
         lines += comparisons_section(summary)
 
     lines += quality_section(summary, plots_dir, out, made)
-    if bench:
+    if bench and any(w.get("kind") == "model" for w in bench.get("workloads", [])):
         lines += bench_section(summary, bench, plots_dir, out, made)
-    else:
+    elif not bench:
         lines += ["## Throughput", "", "No bench JSON among the inputs.", ""]
+    if benches["cost_curve"]:
+        lines += cost_curve_section(benches["cost_curve"], plots_dir, out, made)
+    if benches["devices"]:
+        lines += devices_section(benches["devices"])
 
     if summary["stages"]:
         lines += ["## Stages", ""]

@@ -4,6 +4,7 @@ intervals and published counterparts, throughput ratios with the bench's trust f
     build_summary(inputs, name) -> dict        what report.json holds and report.md renders
     suite_summary(suite, payload) -> dict      rows, passes, worst relative error per dtype, oracle rows
     quality_rows(trains) / baseline_rows(baselines) / throughput_rows(bench) / environment(inputs)
+    bench_inputs(inputs) -> the bench file each part reads; cost_curve_rows(bench) / devices_rows(bench)
     verdict_sentence(summary) -> str
 
 Nothing here recomputes a result: every number comes from an input file.
@@ -217,6 +218,36 @@ def ratio_interval(ratio: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def bench_inputs(inputs: Inputs) -> dict[str, dict[str, Any] | None]:
+    """The bench files each part of the report reads: "throughput" the last with model workloads (else
+    the last bench file), "cost_curve" the last with a cost curve, "devices" the last with device counts
+    (`bench --items` and `bench --devices` write files of their own)."""
+    benches = [payload for _, payload in inputs.all("bench")]
+    with_workloads = [b for b in benches if any(w.get("kind") == "model" for w in b.get("workloads", []))]
+    return {"throughput": (with_workloads or benches or [None])[-1],
+            "cost_curve": next((b for b in reversed(benches) if b.get("cost_curve")), None),
+            "devices": next((b for b in reversed(benches) if b.get("devices")), None)}
+
+
+def cost_curve_rows(bench: dict[str, Any]) -> list[dict[str, Any]]:
+    """The cost curve's rows (preset, items, arm, status, median epoch seconds, memory, reason)."""
+    out = []
+    for r in bench["cost_curve"].get("rows", []):
+        row = {k: r.get(k) for k in ("preset", "n_items", "nnz", "arm", "framework", "status", "memory_mb",
+                                     "process_peak_mb", "train_users_per_s", "reason")}
+        row["epoch_s"] = (r.get("epoch_s") or {}).get("median")
+        out.append(row)
+    return out
+
+
+def devices_rows(bench: dict[str, Any]) -> list[dict[str, Any]]:
+    """Throughput per device count: (preset, framework, devices, status, users/s, speed-up, efficiency)."""
+    return [{"preset": r["preset"], "framework": r["framework"], "devices": r["devices"], "status": r["status"],
+             "users_per_s": (r.get("users_per_s") or {}).get("median"), "speedup": r.get("speedup"),
+             "scaling_efficiency": r.get("scaling_efficiency"), "error": r.get("error")}
+            for r in bench["devices"].get("rows", [])]
+
+
 def throughput_rows(bench: dict[str, Any]) -> list[dict[str, Any]]:
     """Per model workload: the best JAX arm's training users/s over PyTorch eager and torch.compile,
     with the repeats' range, the ratio's interval where measured, and the bench's trust flag."""
@@ -236,7 +267,8 @@ def throughput_rows(bench: dict[str, Any]) -> list[dict[str, Any]]:
                          and r["numerator"] == best["arm"] and r["denominator"] == baseline]
                 if match:
                     row[baseline] = {"median": match[0]["median"], "range_low": match[0].get("low"),
-                                     "range_high": match[0].get("high"), "interval": ratio_interval(match[0])}
+                                     "range_high": match[0].get("high"), "interval": ratio_interval(match[0]),
+                                     "best": match[0].get("best")}
         row["users_per_s"] = {name: arm["train_users_per_s"]["median"] for name, arm in arms.items()}
         rows.append(row)
     return rows
@@ -401,7 +433,8 @@ def build_summary(inputs: Inputs, name: str) -> dict[str, Any]:
     trains = inputs.all("train")
     quality = quality_rows(trains)
     baselines = baseline_rows(inputs.all("baselines"))
-    bench = inputs.last("bench")
+    benches = bench_inputs(inputs)
+    bench = benches["throughput"]
     datasets = sorted({(q["dataset"], q["protocol"]) for q in quality}
                       | {(b["dataset"], b["protocol"]) for b in baselines if b.get("dataset")})
     run = inputs.last("run")
@@ -421,6 +454,9 @@ def build_summary(inputs: Inputs, name: str) -> dict[str, Any]:
         "framework_gaps": framework_gaps(trains),
         "published": published.as_dict() if any(published.applies(d, p) for d, p in datasets) else None,
         "throughput": throughput_rows(bench) if bench else [],
+        "bench_trust": bench.get("trust") if bench else None,
+        "cost_curve": cost_curve_rows(benches["cost_curve"]) if benches["cost_curve"] else [],
+        "devices": devices_rows(benches["devices"]) if benches["devices"] else [],
         "sweeps": [sweep_summary(p, payload) for p, payload in inputs.all("sweep")],
         "comparisons": comparison_rows(inputs.all("compare")),
         "stages": stages,
@@ -439,4 +475,5 @@ def sweep_summary(path: Path, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = ["MODEL_LABEL", "FRAMEWORK_LABEL", "COMMANDS", "build_summary", "suite_summary", "quality_rows",
-           "baseline_rows", "throughput_rows", "environment", "verdict_sentence", "check_label", "ratio_interval"]
+           "baseline_rows", "throughput_rows", "environment", "verdict_sentence", "check_label", "ratio_interval",
+           "bench_inputs", "cost_curve_rows", "devices_rows"]

@@ -187,9 +187,9 @@ def _add_train(p: argparse.ArgumentParser) -> None:
 def _add_bench(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Training and inference throughput of each model preset at the dataset's width (ML-1M: 3,706 items) "
-        "and of one Riemannian optimizer step, in four arms measured side by side: PyTorch eager, "
-        "torch.compile, JAX jit (a jitted step per batch) and JAX scan (the whole epoch as one compiled "
-        "program). Every arm trains on the same batches and dropout masks as `train`; an epoch's time "
+        "and of one Riemannian optimizer step, in six arms measured side by side: PyTorch eager, "
+        "torch.compile and PyTorch with sparse input; JAX jit (a jitted step per batch), JAX scan (the whole epoch "
+        "as one compiled program) and JAX scan with sparse input. Every arm trains on the same batches and dropout masks as `train`; an epoch's time "
         "includes the data feeding. Medians of --repeats epochs (round-robin over the arms) with min and max; "
         "ratios pair by pair from the paired repeats (median with a 95% bootstrap interval, and the best epoch "
         "over the best epoch); compile time apart, peak memory, and a roofline: each framework's measured "
@@ -206,7 +206,7 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--presets", metavar="P1,P2", default=None,
                    help="model presets to time (default: every preset of `train --list-presets`)")
     p.add_argument("--arms", metavar="A1,A2", default=None,
-                   help="arms: torch-eager, torch-compile, jax-jit, jax-scan (default: all)")
+                   help="arms: torch-eager, torch-compile, torch-sparse, jax-jit, jax-scan, jax-sparse (the two sparse arms train on sparse input: the first layer from the nonzeros; default: all)")
     p.add_argument("--optimizers", metavar="O1,O2", default=None, help="optimizer rows: sgd, adam (default: both)")
     p.add_argument("--no-optimizer", action="store_true", help="skip the optimizer-step rows")
     p.add_argument("--dataset", default="synthetic",

@@ -84,6 +84,12 @@ class Session:
             return matrix.astype(self.dtype)
         return self.put(dense_rows(matrix, np.arange(matrix.shape[0]), self.dtype))
 
+    def put_sparse_rows(self, matrix: Any, rows: np.ndarray, input_keep: np.ndarray | None = None) -> Any:
+        """Rows `rows` of a scipy CSR as the framework's sparse batch on this session's device (what
+        `train_step` and `score` take with sparse input), the input keep-mask of these rows, if any, read
+        at their entries."""
+        raise NotImplementedError
+
     def put_masks(self, masks: tuple) -> Any:
         """A (input, code, refeed_input, refeed_code) tuple of keep-masks on the device, as StepMasks."""
         return self._masks(*(None if m is None else self.put(m) for m in masks))

@@ -58,6 +58,15 @@ class JaxSession(Session):
 
         return jax.device_put(array)
 
+    def put_sparse_rows(self, matrix, rows, input_keep=None):
+        from jax_impl import sparse
+
+        # padded at least as the last batch was: a compiled program serves the next batch too
+        batch = sparse.sparse_rows(matrix, rows, input_keep=input_keep, dtype=self.dtype,
+                                   at_least=getattr(self, "_sparse_sizes", None))
+        self._sparse_sizes = batch.sizes
+        return sparse.to_device(batch)
+
     def train_epoch(self, matrix, batches, masks, *, stepwise=False):
         masks = self._masks(*masks)
         if stepwise:

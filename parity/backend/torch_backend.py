@@ -53,6 +53,11 @@ class TorchSession(Session):
 
         return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
 
+    def put_sparse_rows(self, matrix, rows, input_keep=None):
+        from torch_ref import sparse
+
+        return sparse.to_device(sparse.sparse_rows(matrix, rows, input_keep=input_keep, dtype=self.dtype), self.device)
+
     def train_epoch(self, matrix, batches, masks, *, stepwise=False):
         return self.trainer.train_epoch(matrix, batches, self._masks(*masks))  # an eager epoch is stepwise already
 

@@ -17,6 +17,10 @@ dataset's width, ML-1M: 3,706 items) and every arm:
                     without waiting, rows gathered on the device; the loop mirrors torch-eager's
     jax-scan        `jax_impl.train.Trainer.train_epoch`: the whole epoch as one compiled program, the dense
                     training matrix on the device and rows gathered inside a `lax.scan` in the same batch order
+    torch-sparse    torch-eager on sparse input (`train.input_format=sparse`): each batch's nonzeros laid out
+                    on the host (`torch_ref.sparse`), the first layer and its weight gradient from them alone
+    jax-sparse      jax-scan on sparse input: the epoch's batches laid out from their nonzeros on the host
+                    (`jax_impl.sparse`), moved to the device once, the epoch one compiled program
 
 Every arm starts from the same weights (`parity.convert.init_weights`), trains on the same batch order
 (`parity.data.batch_order`) with the same dropout keep-masks (`parity.data.epoch_masks`), as

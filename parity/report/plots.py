@@ -28,7 +28,8 @@ MARKER = {PORT: "o", REFERENCE: "s"}
 BASELINE_COLOR = "#6b6b6b"
 PUBLISHED_COLOR = "black"
 SEED_COLORS = ("#1b9e77", "#7570b3", "#d95f02", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666")
-ARM_COLOR = {"torch-eager": "#e66100", "torch-compile": "#b2182b", "jax-jit": "#6baed6", "jax-scan": "#1f4e99"}
+ARM_COLOR = {"torch-eager": "#e66100", "torch-compile": "#b2182b", "torch-sparse": "#f4a582",
+             "jax-jit": "#6baed6", "jax-scan": "#1f4e99", "jax-sparse": "#35978f"}
 # arms the table above does not name (arms are added in parity.bench.arms): a colour of their framework's
 # family in turn, and a marker of their own
 EXTRA_ARM_COLORS = {PORT: ("#08306b", "#4292c6", "#9ecae1"), REFERENCE: ("#7f2704", "#fd8d3c", "#fdd0a2")}

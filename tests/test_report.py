@@ -168,9 +168,10 @@ def test_first_screen_holds_the_verdict_parity_quality_and_throughput(fixture_di
     for mark, words in (("¹", "HAE(M, c=0.0016)"), ("²", "has no published counterpart"), ("³", "lambda = 500")):
         note = next(line for line in screen.splitlines() if line.startswith(f"- {mark} "))
         assert "Mirvakhabova et al. 2020" in note and "Table 4" in note and words in note
-    # throughput: best JAX arm over PyTorch eager and torch.compile, the repeats' range, no interval measured
+    # throughput: best JAX arm over PyTorch eager, torch.compile and sparse (not run here: "-"), the repeats'
+    # range, no interval measured
     assert ("| Euclidean AE (ae-neumf) | jax-scan, 2000/s | 2.00x (interval not measured; repeats' range 1.73-2.33) "
-            "| 1.67x (interval not measured; repeats' range 1.46-1.91) | not assessed |") in screen
+            "| 1.67x (interval not measured; repeats' range 1.46-1.91) | - | not assessed |") in screen
     assert "| Hyperbolic AE (hae-neumf) | jax-scan, 450/s | 1.50x" in screen
     assert "**Device:** cpu: Test CPU, 2 usable CPUs" in screen and "jax 0.10.2" in screen
     assert "not recorded in 8 of 9 inputs" in screen

@@ -688,7 +688,8 @@ def bench_section(summary: dict[str, Any], bench: dict[str, Any], plots_dir: Pat
         made.append(str(plot))
         _figure(lines, plot, out, "throughput", "Training (top) and inference (bottom) users/s per arm: median of the "
                 "repeats, whiskers from the slowest to the fastest repeat; the label over each bar is its median over "
-                "PyTorch eager's. PyTorch arms orange/red, JAX arms blue.")
+                "PyTorch eager's. PyTorch arms orange/red, JAX arms blue; the sparse-input arms light orange (PyTorch) "
+                "and teal (JAX).")
     for w in bench.get("workloads", []):
         lines.append("")
         if w.get("status") == "failed":

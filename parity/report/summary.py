@@ -25,8 +25,8 @@ MODEL_LABEL = {"ae": "Euclidean AE", "hae": "Hyperbolic AE"}
 MODEL_NOUN = {"ae": "Euclidean AE", "hae": "hyperbolic AE"}  # inside a sentence
 FRAMEWORK_LABEL = {PORT: "JAX", REFERENCE: "PyTorch"}
 PORT_ARM_PREFIX = "jax-"
-BASELINE_ARMS = ("torch-eager", "torch-compile")
-BASELINE_LABEL = {"torch-eager": "PyTorch eager", "torch-compile": "torch.compile"}
+BASELINE_ARMS = ("torch-eager", "torch-compile", "torch-sparse")
+BASELINE_LABEL = {"torch-eager": "PyTorch eager", "torch-compile": "torch.compile", "torch-sparse": "PyTorch sparse"}
 VERSION_ORDER = ("poincare-parity", "jax", "jaxlib", "flax", "optax", "torch", "geoopt", "numpy", "scipy", "mpmath")
 # the stage of `poincare-parity run` that writes each kind of input (train stages: one per model kind)
 STAGE_KIND = {"ops": "ops", "optim": "optim", "models": "models", "baselines": "baselines", "bench": "bench"}
@@ -249,7 +249,7 @@ def devices_rows(bench: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def throughput_rows(bench: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per model workload: the best JAX arm's training users/s over PyTorch eager and torch.compile,
+    """Per model workload: the best JAX arm's training users/s over each PyTorch arm (eager, compiled, sparse),
     with the repeats' range, the ratio's interval where measured, and the bench's trust flag."""
     rows = []
     for w in bench.get("workloads", []):

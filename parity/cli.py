@@ -135,7 +135,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                 "poincare-parity train --preset ae-neumf --framework both --device gpu --devices 4")
     p.add_argument("--model", choices=("ae", "hae"), default=None,
                    help="Euclidean or hyperbolic autoencoder (default: the preset's, else ae)")
-    p.add_argument("--framework", choices=("jax", "torch", "both"), default="jax")
+    p.add_argument("--framework", choices=("jax", "torch", "both"), default="jax",
+                   help="which framework trains (both: JAX and PyTorch from the same weights and batches; default: jax)")
     p.add_argument("--dataset", default=None, help="dataset name or a local path (default: the preset's)")
     p.add_argument("--protocol", choices=("seed", "neumf"), default=None,
                    help="evaluation protocol (default: the preset's; neumf for ml-1m-neumf, else seed)")
@@ -143,10 +144,11 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--list-presets", action="store_true", help="print the presets and exit")
     p.add_argument("--seeds", default=None, metavar="S[,S...]",
                    help="seeds to run (start weights, batch order, dropout); several give mean and std")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None, help="epochs to train (default: the preset's, else 40)")
+    p.add_argument("--batch-size", type=int, default=None, help="users per step (default: the preset's, else 256)")
     p.add_argument("--lr", type=float, default=None, help="learning rate")
-    p.add_argument("--dtype", choices=("float32", "float64"), default=None)
+    p.add_argument("--dtype", choices=("float32", "float64"), default=None,
+                   help="floating-point type of weights and data (default: the preset's, else float32)")
     p.add_argument("--patience", type=int, default=None,
                    help="early stopping: epochs without a better validation HR@10")
     p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
@@ -333,7 +335,7 @@ def _add_data(p: argparse.ArgumentParser) -> None:
     _protocol_args(info)
     _common_args(info)
     base = sub.add_parser("baselines", help="popularity and EASE HR@10 / NDCG@10",
-                          description="Item popularity and EASE on the test split, with 95%% intervals; EASE's "
+                          description="Item popularity and EASE on the test split, with 95% intervals; EASE's "
                           "lambda is tuned on the validation split (fitted on train minus validation), "
                           "and --ease-lambda adds one fixed lambda.")
     _protocol_args(base)
@@ -352,7 +354,7 @@ COMMANDS = {
     "models": ("parity.commands.models", "autoencoders: forward, loss, gradients and training, JAX vs PyTorch",
                _add_models),
     "train": ("parity.commands.train", "train an autoencoder and evaluate HR@10 / NDCG@10", _add_train),
-    "bench": ("parity.commands.bench", "throughput: PyTorch eager, torch.compile, JAX jit and scan", _add_bench),
+    "bench": ("parity.commands.bench", "throughput: PyTorch eager, compiled and sparse; JAX jit, scan and sparse", _add_bench),
     "report": ("parity.commands.report", "collect JSON results into a Markdown + PNG report", _add_report),
     "run": ("parity.commands.run", "the whole job: parity suites, training, baselines, bench, report", _add_run),
     "download": ("parity.commands.data", "fetch MovieLens files into $POINCARE_PARITY_DATA", _add_download),

@@ -1,5 +1,5 @@
 """The layout rules of the package, checked on the source: no import cycle in parity/, the framework
-chosen only in parity/backend.py, the command layer on top, and the two sides apart."""
+chosen only in the parity/backend/ package, the command layer on top, and the two sides apart."""
 
 from __future__ import annotations
 

@@ -77,7 +77,7 @@ def _heldout_metrics(split, scorer, k=10):
 
 
 def test_ml1m_neumf_acceptance(require_dataset):
-    """Popularity HR@10 0.454 +- 0.002 and EASE(500) HR@10 0.710 +- 0.003 (issue 4); NDCG@10 against
+    """Popularity HR@10 0.454 +- 0.002 and EASE(500) HR@10 0.710 +- 0.003 (the published figures); NDCG@10 against
     the figures in the data README (0.254, 0.450) with the same tolerances."""
     data = D.load_dataset("ml-1m-neumf", data_dir=require_dataset("ml-1m-neumf").parent)
     split = D.split_neumf(data)

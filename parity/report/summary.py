@@ -383,13 +383,18 @@ def verdict_sentence(summary: dict[str, Any]) -> str:
     throughput = [t for t in summary.get("throughput", []) if t.get("torch-eager")]
     if throughput:
         parts = []
+        kinds = [t.get("model_kind") for t in throughput]
         for t in throughput:
             r = t["torch-eager"]
             interval = r.get("interval")
-            part = f"{_fmt_ratio(r['median'])} ({MODEL_NOUN.get(t.get('model_kind'), model_label(t.get('model_kind')))}"
+            noun = MODEL_NOUN.get(t.get("model_kind"), model_label(t.get("model_kind")))
+            if kinds.count(t.get("model_kind")) > 1:  # two workloads of one kind: the preset tells them apart
+                noun += f" {t['workload']}"
+            part = f"{_fmt_ratio(r['median'])} ({noun}"
             part += f", 95% CI {interval['low']:.2f}-{interval['high']:.2f})" if interval else ")"
             parts.append(part)
-        text = "the best JAX arm trains " + " and ".join(parts) + " as many users/s as PyTorch eager"
+        text = ("the best JAX arm trains " + ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]
+                + " as many users/s as PyTorch eager")
         bench_device = summary.get("bench_device")
         if bench_device:
             text += f" on {bench_device}"

@@ -71,7 +71,7 @@ TOLERANCES = {
 }
 
 
-# The hyperbolic autoencoder's rows (kind "hae"), same measure; the acceptance bounds of issue 6.
+# The hyperbolic autoencoder's rows (kind "hae"), same measure; the project's acceptance bounds.
 HAE_TOLERANCES = {
     ("output", "float64"): (1e-9, 1e-3, "acceptance: float64 forward rel <= 1e-9"),
     ("loss", "float64"): (1e-9, 0.0, "acceptance: float64 forward rel <= 1e-9"),

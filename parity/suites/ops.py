@@ -56,7 +56,7 @@ QUICK_LEAD_SHAPES = {2: (3, 4), 16: (5,)}
 
 # ----------------------------------------------------------------------------- tolerances
 #
-# float64 numbers are the acceptance criteria of issue 2. float32 numbers are measured: the worst
+# float64 numbers are the project's acceptance criteria. float32 numbers are measured: the worst
 # rows of `poincare-parity ops --dtype float32` (seed 0, CPU, jax 0.10.2, torch 2.13, geoopt 0.5.1)
 # are quoted with each; rows where geoopt is wrong are judged against the oracle, not against geoopt.
 # Each atol is per unit of the output's natural magnitude (float64: capped at the issue's fixed

@@ -447,7 +447,7 @@ def _neumf_reference(rows):
         users.setdefault(u, len(users))
         items.setdefault(i, len(items))
     latest = {}
-    for n, (u, i, r, t) in enumerate(rows):
+    for n, (u, _, _, t) in enumerate(rows):
         if u not in latest or t >= rows[latest[u]][3]:
             latest[u] = n
     test = [(users[rows[n][0]], items[rows[n][1]], rows[n][2], rows[n][3]) for n in sorted(latest.values())]

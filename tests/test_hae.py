@@ -17,9 +17,9 @@ import jax_impl.train as jt
 import torch_ref.models as tm
 import torch_ref.train as tt
 from parity import convert, training
-from parity.suites import models as checks
-from parity.errors import ConfigError
 from parity.config import PRESETS, DataConfig, ModelConfig, OptimizerConfig, RunConfig, TrainConfig
+from parity.errors import ConfigError
+from parity.suites import models as checks
 
 N_USERS, N_ITEMS = 90, 40
 RNG = np.random.default_rng(0)

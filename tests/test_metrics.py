@@ -10,9 +10,9 @@ import pytest
 import scipy.sparse as sp
 
 from parity import data as D
-from parity.data import protocols
 from parity import metrics as M
 from parity import stats as S
+from parity.data import protocols
 
 
 def _random_seed_heldout(rng, n_users=40, n_items=30):
@@ -44,7 +44,7 @@ def _brute_neumf(cand_scores, cands, k):
     """NeuMF's evaluate.py semantics: one score per distinct item; ties count against the held-out."""
     hits, ndcgs = [], []
     for s, c in zip(cand_scores, cands):
-        target, distinct, above = c[0], {c[0]}, 0
+        distinct, above = {c[0]}, 0
         for item, score in zip(c[1:], s[1:]):
             if item in distinct:
                 continue

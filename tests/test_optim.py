@@ -20,8 +20,8 @@ import torch
 from flax import nnx
 
 from jax_impl import optim, poincare
-from parity.suites import optim as check
 from parity.config import OptimizerConfig
+from parity.suites import optim as check
 from torch_ref import optim as topt
 from torch_ref import poincare as tpoincare
 

@@ -16,12 +16,12 @@ import jax_impl.train as jt
 import torch_ref.train as tt
 from parity import backend, convert, training
 from parity.checkpoint import load_checkpoint
+from parity.cli import main
 from parity.commands.train import resolve_config
+from parity.config import DataConfig, ModelConfig, OptimizerConfig, RunConfig, TrainConfig
 from parity.data import epoch_masks
 from parity.errors import ConfigError, TrainingDiverged
 from parity.suites import models as checks
-from parity.cli import main
-from parity.config import DataConfig, ModelConfig, OptimizerConfig, RunConfig, TrainConfig
 
 N_USERS, N_ITEMS = 90, 40
 RNG = np.random.default_rng(0)

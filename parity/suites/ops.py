@@ -33,7 +33,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 

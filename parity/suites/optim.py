@@ -178,7 +178,7 @@ def _torch_loss(params, *, targets, weight_target, a, c):
             + 0.5 * (a * (params["weight"] - weight_target) ** 2).sum())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _optax_factory(case: Case, exact: bool):
     """(c) -> the optax transformation of `case` on the ball of curvature c (c traced: one compilation
     serves every c)."""

@@ -181,6 +181,22 @@ def first_layer_kernels(matrix: sp.csr_matrix, repeats: int) -> dict:
     return out
 
 
+def _scan_epochs(dense, sparse_, dense_matrix, rows, dense_masks, layout) -> dict:
+    """{name: () -> losses}: one scanned epoch of each arm, training the arm's weights in place."""
+
+    def run_dense():
+        dense.params, dense.opt_state, losses = jt._scan_epoch(dense.params, dense.opt_state, dense.rest,
+                                                               dense_matrix, rows, dense_masks, **dense._static)
+        return losses
+
+    def run_sparse():
+        sparse_.params, sparse_.opt_state, losses = jt._scan_steps(sparse_.params, sparse_.opt_state, sparse_.rest,
+                                                                   layout, jt.StepMasks(), **sparse_._static)
+        return losses
+
+    return {"jax-dense scan": run_dense, "jax-sparse scan": run_sparse}
+
+
 def scan_programs(matrix: sp.csr_matrix, presets: list[str], repeats: int) -> dict:
     """The scanned epoch alone, dense vs sparse: ms per step (min and median over round-robin repeats)."""
     out = {}
@@ -200,18 +216,7 @@ def scan_programs(matrix: sp.csr_matrix, presets: list[str], repeats: int) -> di
         rows = jnp.asarray(np.stack(batches))
         dense_masks = jt._stack_masks(jt.StepMasks(jnp.asarray(keep)), n_steps, train.batch_size)
         layout = jsparse.to_device(jsparse.epoch_sparse_rows(matrix, batches, input_keep=keep))
-
-        def run_dense():
-            dense.params, dense.opt_state, losses = jt._scan_epoch(dense.params, dense.opt_state, dense.rest,
-                                                                   dense_matrix, rows, dense_masks, **dense._static)
-            return losses
-
-        def run_sparse():
-            sparse_.params, sparse_.opt_state, losses = jt._scan_steps(sparse_.params, sparse_.opt_state, sparse_.rest,
-                                                                       layout, jt.StepMasks(), **sparse_._static)
-            return losses
-
-        programs = {"jax-dense scan": run_dense, "jax-sparse scan": run_sparse}
+        programs = _scan_epochs(dense, sparse_, dense_matrix, rows, dense_masks, layout)
         for run in programs.values():
             jax.block_until_ready(run())
         wall = {k: [] for k in programs}

@@ -409,8 +409,11 @@ def exact_oracle(spec: Any, dtype: str, sides: list[Sides], tols: dict[tuple[str
     for (key, si, ci), values in entries.items():
         got_jax, got_ref, truth = np.asarray(values).T
         if key == "grad.c":
-            value_truth = [v[2] for k, vs in entries.items() if k[0].startswith("value") and k[1:] == (si, ci) for v in vs]
-            magnitude = largest_finite(np.asarray(value_truth)) * largest_finite(*(t[ci] for t in sides[si].case.cot)) / sides[si].case.c_values[ci]
+            value_truth = [v[2] for k, vs in entries.items()
+                           if k[0].startswith("value") and k[1:] == (si, ci) for v in vs]
+            value_scale = largest_finite(np.asarray(value_truth))
+            cotangent_scale = largest_finite(*(t[ci] for t in sides[si].case.cot))
+            magnitude = value_scale * cotangent_scale / sides[si].case.c_values[ci]
         else:
             magnitude = largest_finite(truth)
         group_tol = floor(max(magnitude, min(mags[key, si, ci])))

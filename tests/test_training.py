@@ -41,7 +41,8 @@ def _masks(config: ModelConfig, refeed: bool, seed: int = 0):
     draw = lambda rate, width: None if rate == 0 else r.random((N_USERS, width)) >= rate
     code = config.layer_sizes[-1]
     pair = [draw(config.input_dropout, N_ITEMS), draw(config.code_dropout, code)]
-    return tuple(pair + ([draw(config.input_dropout, N_ITEMS), draw(config.code_dropout, code)] if refeed else [None, None]))
+    refeed_pair = [draw(config.input_dropout, N_ITEMS), draw(config.code_dropout, code)] if refeed else [None, None]
+    return tuple(pair + refeed_pair)
 
 
 @pytest.mark.parametrize("opt, refeed", [(OPTIMIZERS[0], False), (OPTIMIZERS[1], True), (OPTIMIZERS[2], True),

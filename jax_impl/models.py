@@ -420,7 +420,8 @@ class HyperbolicAutoEncoder(nnx.Module):
         layer, the weight it borrows when tied)."""
         f = activation(self.config.activation)
         last = len(self.decoder) - 1
-        tied_weights = [self.encoder[last - index].weight[...].T if self.config.tied else None for index in range(last + 1)]
+        tied_weights = [self.encoder[last - index].weight[...].T if self.config.tied else None
+                        for index in range(last + 1)]
         d = z
         for index in range(last):
             d = hyperbolic_activation(self.decoder[index](d, tied_weights[index], c=c), f, c=c)

@@ -197,7 +197,8 @@ def _check_ball_leaves(params: Any, labels: tuple[Label, ...]) -> None:
         if label is None:
             continue
         if jnp.ndim(x) < 1:
-            raise ValueError(f"ball parameter {name or '<root>'} is a scalar: its last axis must be the point's coordinates")
+            raise ValueError(f"ball parameter {name or '<root>'} is a scalar: "
+                             "its last axis must be the point's coordinates")
         if isinstance(x, jax.core.Tracer) or isinstance(label.c, jax.core.Tracer):
             continue  # traced (init under jit): values unknown, nothing to check
         c = np.asarray(label.c, dtype=np.float64)
@@ -298,7 +299,8 @@ def _prepare(grads, state, params, manifolds):
         raise ValueError(f"gradients have {len(g_leaves)} leaves, parameters {len(x_leaves)}")
     labels = state.manifolds if manifolds is None else _leaf_labels(params, manifolds)
     if len(labels) != len(x_leaves):
-        raise ValueError(f"the optimizer state has labels for {len(labels)} leaves, the parameters have {len(x_leaves)}")
+        raise ValueError(f"the optimizer state has labels for {len(labels)} leaves, "
+                         f"the parameters have {len(x_leaves)}")
     return x_leaves, [jnp.asarray(g) for g in g_leaves], labels, params_def, grads_def
 
 

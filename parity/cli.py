@@ -191,8 +191,9 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
         "Training and inference throughput of each model preset at the dataset's width (ML-1M: 3,706 items) "
         "and of one Riemannian optimizer step, in six arms measured side by side: PyTorch eager, "
         "torch.compile and PyTorch with sparse input; JAX jit (a jitted step per batch), JAX scan (the whole epoch "
-        "as one compiled program) and JAX scan with sparse input. Every arm trains on the same batches and dropout masks as `train`; an epoch's time "
-        "includes the data feeding. Medians of --repeats epochs (round-robin over the arms) with min and max; "
+        "as one compiled program) and JAX scan with sparse input. Every arm trains on the same batches and "
+        "dropout masks as `train`; an epoch's time includes the data feeding. Medians of --repeats epochs "
+        "(round-robin over the arms) with min and max; "
         "ratios pair by pair from the paired repeats (median with a 95% bootstrap interval, and the best epoch "
         "over the best epoch); compile time apart, peak memory, and a roofline: each framework's measured "
         "matmul rate at the model's shapes and the fraction of it each arm reaches. Before it starts, the bench "
@@ -208,7 +209,8 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--presets", metavar="P1,P2", default=None,
                    help="model presets to time (default: every preset of `train --list-presets`)")
     p.add_argument("--arms", metavar="A1,A2", default=None,
-                   help="arms: torch-eager, torch-compile, torch-sparse, jax-jit, jax-scan, jax-sparse (the two sparse arms train on sparse input: the first layer from the nonzeros; default: all)")
+                   help="arms: torch-eager, torch-compile, torch-sparse, jax-jit, jax-scan, jax-sparse (the two "
+                        "sparse arms train on sparse input: the first layer from the nonzeros; default: all)")
     p.add_argument("--optimizers", metavar="O1,O2", default=None, help="optimizer rows: sgd, adam (default: both)")
     p.add_argument("--no-optimizer", action="store_true", help="skip the optimizer-step rows")
     p.add_argument("--dataset", default="synthetic",
@@ -331,7 +333,8 @@ def _protocol_args(parser: argparse.ArgumentParser) -> None:
 def _add_data(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="data_command", required=True, metavar="{info,baselines}")
     info = sub.add_parser("info", help="counts, density, split sizes",
-                          description="Counts, density, dropped rows and the split sizes of one dataset under one protocol.")
+                          description="Counts, density, dropped rows and the split sizes of one dataset "
+                                      "under one protocol.")
     _protocol_args(info)
     _common_args(info)
     base = sub.add_parser("baselines", help="popularity and EASE HR@10 / NDCG@10",
@@ -343,7 +346,8 @@ def _add_data(p: argparse.ArgumentParser) -> None:
     base.add_argument("--ease-lambda", type=float, default=None, metavar="LAMBDA",
                       help="also report EASE with this fixed lambda (e.g. 500 for ml-1m-neumf)")
     base.add_argument("--lambdas", type=float, nargs="*", default=None, metavar="LAMBDA",
-                      help="grid for tuning lambda on the validation split (default: 10 20 50 100 200 500 1000 2000 5000)")
+                      help="grid for tuning lambda on the validation split "
+                           "(default: 10 20 50 100 200 500 1000 2000 5000)")
     _common_args(base)
 
 

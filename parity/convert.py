@@ -191,7 +191,8 @@ def load_torch(module, weights: Mapping[str, np.ndarray]) -> None:
         for name, parameter in named.items():
             value = np.asarray(weights[name])
             if value.shape != tuple(parameter.shape):
-                raise ValueError(f"load_torch: {name} has shape {value.shape}, the model wants {tuple(parameter.shape)}")
+                raise ValueError(f"load_torch: {name} has shape {value.shape}, "
+                                 f"the model wants {tuple(parameter.shape)}")
             parameter.copy_(torch.tensor(value, dtype=parameter.dtype))  # a copy: the array may be read-only
 
 
@@ -287,7 +288,8 @@ def jax_model(config: ModelConfig, weights: Mapping[str, np.ndarray], dtype: str
     import jax.numpy as jnp
 
     if dtype == "float64" and not jax.config.jax_enable_x64:
-        raise RuntimeError("float64 JAX needs 64-bit mode: call parity.backend.enable_float64() (or jax.config.update('jax_enable_x64', True)) first")
+        raise RuntimeError("float64 JAX needs 64-bit mode: call parity.backend.enable_float64() "
+                           "(or jax.config.update('jax_enable_x64', True)) first")
     from jax_impl import models
 
     model = _model_class(models, config.kind)(config, dtype=jnp.dtype(dtype))
@@ -460,7 +462,8 @@ def load_torch_state_dict(module: Any, state_dict: Mapping[str, Any], *,
     -> the mapping used (`.pairs`: reference name -> (JAX name, transposed))."""
     from flax import nnx
 
-    reference = {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)) for k, v in state_dict.items()}
+    reference = {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v))
+                 for k, v in state_dict.items()}
     variables = {jax_name(path): variable for path, variable in nnx.state(module, nnx.Variable).flat_state()}
     current = {k: np.asarray(v[...]) for k, v in variables.items()}
     mapping = parameter_mapping(reference, current, name_map=name_map, transpose=transpose)

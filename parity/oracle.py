@@ -46,7 +46,7 @@ class _Gram:
                 if space[a] == space[b]:
                     self.G[(a, b)] = self.G[(b, a)] = mp.fdot(vectors[a], vectors[b])
 
-    def perturbed(self, base: str, delta_vector: dict[str, Any], delta_sq: Any) -> "_Gram":
+    def perturbed(self, base: str, delta_vector: dict[str, Any], delta_sq: Any) -> _Gram:
         """Copy with ``base += delta`` where ``<delta, w>`` for each w is given and ``|delta|^2`` too."""
         other = object.__new__(_Gram)
         other.vectors, other.space, other.G = self.vectors, self.space, dict(self.G)
@@ -67,27 +67,27 @@ class _Lin:
         self.gram = gram
         self.terms = terms
 
-    def __add__(self, other: "_Lin") -> "_Lin":
+    def __add__(self, other: _Lin) -> _Lin:
         terms = dict(self.terms)
         for k, v in other.terms.items():
             terms[k] = terms.get(k, 0) + v
         return _Lin(self.gram, terms)
 
-    def __neg__(self) -> "_Lin":
+    def __neg__(self) -> _Lin:
         return _Lin(self.gram, {k: -v for k, v in self.terms.items()})
 
-    def __sub__(self, other: "_Lin") -> "_Lin":
+    def __sub__(self, other: _Lin) -> _Lin:
         return self + (-other)
 
-    def __mul__(self, s: Any) -> "_Lin":
+    def __mul__(self, s: Any) -> _Lin:
         return _Lin(self.gram, {k: v * s for k, v in self.terms.items()})
 
     __rmul__ = __mul__
 
-    def __truediv__(self, s: Any) -> "_Lin":
+    def __truediv__(self, s: Any) -> _Lin:
         return _Lin(self.gram, {k: v / s for k, v in self.terms.items()})
 
-    def dot(self, other: "_Lin") -> Any:
+    def dot(self, other: _Lin) -> Any:
         import mpmath as mp
 
         G = self.gram.G
@@ -409,8 +409,11 @@ def exact_oracle(spec: Any, dtype: str, sides: list[Sides], tols: dict[tuple[str
     for (key, si, ci), values in entries.items():
         got_jax, got_ref, truth = np.asarray(values).T
         if key == "grad.c":
-            value_truth = [v[2] for k, vs in entries.items() if k[0].startswith("value") and k[1:] == (si, ci) for v in vs]
-            magnitude = largest_finite(np.asarray(value_truth)) * largest_finite(*(t[ci] for t in sides[si].case.cot)) / sides[si].case.c_values[ci]
+            value_truth = [v[2] for k, vs in entries.items()
+                           if k[0].startswith("value") and k[1:] == (si, ci) for v in vs]
+            value_scale = largest_finite(np.asarray(value_truth))
+            cotangent_scale = largest_finite(*(t[ci] for t in sides[si].case.cot))
+            magnitude = value_scale * cotangent_scale / sides[si].case.c_values[ci]
         else:
             magnitude = largest_finite(truth)
         group_tol = floor(max(magnitude, min(mags[key, si, ci])))

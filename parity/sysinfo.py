@@ -99,7 +99,8 @@ def device_info(device: str = "cpu") -> dict[str, Any]:
         "logical_cpus": os.cpu_count(),
         "usable_cpus": usable_cpus(),
         "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS", "JAX_PLATFORMS",
-                                             "XLA_PYTHON_CLIENT_PREALLOCATE", "CUDA_VISIBLE_DEVICES") if k in os.environ},
+                                             "XLA_PYTHON_CLIENT_PREALLOCATE", "CUDA_VISIBLE_DEVICES")
+                if k in os.environ},
         "versions": versions(),
         "load_average": load_average(),
         **_frameworks(),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
 import jax_impl.train as jt
 import torch_ref.train as tt

@@ -94,7 +94,8 @@ def test_catalogue_drops_ratings_of_unknown_movies(tmp_path):
 
 
 def _neumf_files(folder: Path, four_columns: bool) -> None:
-    train = [(0, 0, 5, 1), (0, 1, 3, 2), (0, 2, 4, 3), (1, 0, 2, 4), (1, 3, 4, 5), (1, 4, 1, 6), (2, 1, 5, 7), (2, 4, 3, 8)]
+    train = [(0, 0, 5, 1), (0, 1, 3, 2), (0, 2, 4, 3), (1, 0, 2, 4),
+             (1, 3, 4, 5), (1, 4, 1, 6), (2, 1, 5, 7), (2, 4, 3, 8)]
     fmt = (lambda u, i, r, t: f"{u}\t{i}\t{r}\t{t}\n") if four_columns else (lambda u, i, r, t: f"{u}\t{i}\n")
     _write(folder / "ml-1m.train.rating", "".join(fmt(*row) for row in train).encode())
     _write(folder / "ml-1m.test.rating", b"0\t3\t5\t9\n1\t1\t4\t9\n2\t5\t3\t9\n")
@@ -146,7 +147,8 @@ def test_csv_half_star_grid_and_header_line_numbers(tmp_path):
 
 
 def test_empty_file(tmp_path):
-    for name, content in (("ratings.dat", b""), ("ratings.csv", b"userId,movieId,rating,timestamp\n"), ("u.data", b"\n")):
+    for name, content in (("ratings.dat", b""), ("ratings.csv", b"userId,movieId,rating,timestamp\n"),
+                          ("u.data", b"\n")):
         with pytest.raises(D.DataFormatError, match="empty"):
             D.load_dataset(_write(tmp_path / name, content))
 
@@ -447,7 +449,7 @@ def _neumf_reference(rows):
         users.setdefault(u, len(users))
         items.setdefault(i, len(items))
     latest = {}
-    for n, (u, i, r, t) in enumerate(rows):
+    for n, (u, _, _, t) in enumerate(rows):
         if u not in latest or t >= rows[latest[u]][3]:
             latest[u] = n
     test = [(users[rows[n][0]], items[rows[n][1]], rows[n][2], rows[n][3]) for n in sorted(latest.values())]
@@ -477,7 +479,8 @@ def test_download_neumf_end_to_end_with_derived_train(tmp_path, monkeypatch):
     served = {"ml-1m.zip": buf.getvalue(), "ml-1m.test.rating": test_bytes, "ml-1m.test.negative": negative_bytes}
     monkeypatch.setitem(D.REMOTE, "ml-1m", (_remote(served["ml-1m.zip"], "ml-1m.zip"),))
     monkeypatch.setitem(D.REMOTE, "ml-1m-neumf", (
-        _remote(test_bytes, "ml-1m-neumf/ml-1m.test.rating"), _remote(negative_bytes, "ml-1m-neumf/ml-1m.test.negative")))
+        _remote(test_bytes, "ml-1m-neumf/ml-1m.test.rating"),
+        _remote(negative_bytes, "ml-1m-neumf/ml-1m.test.negative")))
     monkeypatch.setattr(remote, "NEUMF_TRAIN_SHA256", hashlib.sha256(train).hexdigest())
 
     def downloader(url, output_file, pooch_obj, check_only=False):

@@ -11,7 +11,6 @@ only changes the order of the sums over its rows; measured errors are 1e-16 to 1
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import operator
 import os

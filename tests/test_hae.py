@@ -17,9 +17,9 @@ import jax_impl.train as jt
 import torch_ref.models as tm
 import torch_ref.train as tt
 from parity import convert, training
-from parity.suites import models as checks
-from parity.errors import ConfigError
 from parity.config import PRESETS, DataConfig, ModelConfig, OptimizerConfig, RunConfig, TrainConfig
+from parity.errors import ConfigError
+from parity.suites import models as checks
 
 N_USERS, N_ITEMS = 90, 40
 RNG = np.random.default_rng(0)
@@ -103,8 +103,8 @@ def test_the_check_notices_a_wrong_port(monkeypatch):
 
     monkeypatch.setattr(jl, "mobius_linear_logmap0", euclidean_bias)
     records = checks.forward_records("float64", large=False, kind="hae", only=["hae-tangent-c1"])
-    assert {r.check for r in records if not r.passed} == {"forward/hae-tangent-c1/output", "forward/hae-tangent-c1/loss",
-                                                          "forward/hae-tangent-c1/grad"}
+    assert {r.check for r in records if not r.passed} == {
+        "forward/hae-tangent-c1/output", "forward/hae-tangent-c1/loss", "forward/hae-tangent-c1/grad"}
 
 
 def test_small_curvature_recovers_the_euclidean_autoencoder():
@@ -114,9 +114,11 @@ def test_small_curvature_recovers_the_euclidean_autoencoder():
     weights = convert.init_weights(ae, 0, bias_scale=0.1)
     x = jnp.asarray(CLICKS[:10])
     expected = np.asarray(convert.jax_model(ae, weights, "float64")(x))
-    np.testing.assert_allclose(np.asarray(convert.jax_model(hae, weights, "float64")(x)), expected, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(convert.torch_model(hae, weights, "float64")(torch.from_numpy(CLICKS[:10])).detach().numpy(),
-                               expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(convert.jax_model(hae, weights, "float64")(x)), expected,
+                               rtol=1e-5, atol=1e-6)
+    torch_hae = convert.torch_model(hae, weights, "float64")
+    np.testing.assert_allclose(torch_hae(torch.from_numpy(CLICKS[:10])).detach().numpy(), expected,
+                               rtol=1e-5, atol=1e-6)
 
 
 def _masks(config, seed):
@@ -253,7 +255,8 @@ def test_train_hae_both_frameworks_saturation_and_resume(tmp_path, require_datas
     assert jax_run["output_saturation"] == jax_run["history"][jax_run["best_epoch"]]["output_saturation"]
     assert abs(whole["summary"]["max_abs_test_hr_diff"]) <= 0.01
     training.run_training(dataclasses.replace(_run(), train=TrainConfig(epochs=1, batch_size=128)),
-                          frameworks=["jax", "torch"], seeds=[0], out_dir=tmp_path / "cut", progress=False, split=_split())
+                          frameworks=["jax", "torch"], seeds=[0], out_dir=tmp_path / "cut", progress=False,
+                          split=_split())
     resumed = training.run_training(_run(), frameworks=["jax", "torch"], seeds=[0], out_dir=tmp_path / "cut",
                                     existing="resume", progress=False, split=_split())
     strip = lambda r: {k: v for k, v in r.items() if k not in ("resumed_from_epoch", "checkpoints", "history")} | {

@@ -110,7 +110,8 @@ def test_small_curvature_recovers_the_affine_layer():
         t.bias.copy_(torch.from_numpy(bias))
     np.testing.assert_allclose(np.asarray(j(jnp.asarray(x))), x @ weight.T + bias, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(t(torch.from_numpy(x)).detach().numpy(), x @ weight.T + bias, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(jl.hyperbolic_activation(jnp.asarray(x), jnp.tanh, c=c)), np.tanh(x), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(jl.hyperbolic_activation(jnp.asarray(x), jnp.tanh, c=c)), np.tanh(x),
+                               rtol=1e-5)
 
 
 @pytest.mark.parametrize("c", [0.1, 1.0])

@@ -119,7 +119,7 @@ def test_cli_writes_json_and_rejects_unknown_names(tmp_path, capsys):
 
 def _inputs(spec: ops.OpSpec, kind_values: dict[str, np.ndarray], dim: int, rng) -> tuple:
     args = []
-    for arg, kind in spec.args:
+    for _, kind in spec.args:
         if kind == "scalar":
             args.append(rng.uniform(-2, 2, kind_values["point"].shape[:-1] + (1,)))
         elif kind == "matrix":
@@ -174,7 +174,7 @@ def test_values_and_gradients_are_finite_at_special_points(dtype):
             fn = getattr(pm, name)
             args = _special_batch(spec, dtype, c)
             cc = jnp.asarray(c, dtype=dtype)
-            out, pullback = jax.vjp(lambda a, cc: fn(*a, c=cc), args, cc)
+            out, pullback = jax.vjp(lambda a, cc, fn=fn: fn(*a, c=cc), args, cc)
             grads = pullback(jax.tree.map(jnp.ones_like, out))
             for leaf in jax.tree.leaves((out, grads)):
                 assert leaf.dtype == jnp.dtype(dtype), name

@@ -20,8 +20,8 @@ import torch
 from flax import nnx
 
 from jax_impl import optim, poincare
-from parity.suites import optim as check
 from parity.config import OptimizerConfig
+from parity.suites import optim as check
 from torch_ref import optim as topt
 from torch_ref import poincare as tpoincare
 
@@ -181,7 +181,8 @@ def test_mixed_manifolds_nnx_equals_pytree_and_geoopt(options, make, make_refere
     state = tx.init(params)
 
     def loss(p):
-        return jnp.sum(poincare.dist(p["points"], targets, c=c) ** 2) + 0.5 * jnp.sum((p["weight"] - weight_target) ** 2)
+        return (jnp.sum(poincare.dist(p["points"], targets, c=c) ** 2)
+                + 0.5 * jnp.sum((p["weight"] - weight_target) ** 2))
 
     @jax.jit
     def step(params, state):

@@ -33,8 +33,9 @@ def _first_screen(text: str) -> str:
 
 
 def _record(check: str, dtype: str, rel: float, passed: bool, **extra) -> dict:
-    return {"check": check, "dtype": dtype, "max_abs_err": rel / 10, "max_rel_err": rel, "tolerance": 1e-9 if dtype ==
-            "float64" else 1e-4, "passed": passed, "atol": 0.0, "nonfinite_jax": 0, "nonfinite_ref": 0, "note": "", **extra}
+    return {"check": check, "dtype": dtype, "max_abs_err": rel / 10, "max_rel_err": rel,
+            "tolerance": 1e-9 if dtype == "float64" else 1e-4, "passed": passed, "atol": 0.0,
+            "nonfinite_jax": 0, "nonfinite_ref": 0, "note": "", **extra}
 
 
 def _train(kind: str, preset: str, hr: dict[str, float]) -> dict:
@@ -77,12 +78,14 @@ def _ratios(arms: list[dict]) -> list[dict]:
 
 def _bench() -> dict:
     workloads = []
-    for name, kind, speeds in (("ae-neumf", "ae", {"torch-eager": [1000, 1100, 900], "torch-compile": [1200, 1300, 1100],
-                                                   "jax-jit": [1500, 1600, 1400], "jax-scan": [2000, 2100, 1900]}),
-                               ("hae-neumf", "hae", {"torch-eager": [300, 310, 290], "torch-compile": [500, 520, 480],
-                                                     "jax-scan": [450, 460, 440]})):
+    presets = (("ae-neumf", "ae", {"torch-eager": [1000, 1100, 900], "torch-compile": [1200, 1300, 1100],
+                                   "jax-jit": [1500, 1600, 1400], "jax-scan": [2000, 2100, 1900]}),
+               ("hae-neumf", "hae", {"torch-eager": [300, 310, 290], "torch-compile": [500, 520, 480],
+                                     "jax-scan": [450, 460, 440]}))
+    for name, kind, speeds in presets:
         arms = [_arm(arm, values) for arm, values in speeds.items()]
-        workloads.append({"name": name, "kind": "model", "model_kind": kind, "config": {"model": {"layer_sizes": [3706, 600]}},
+        workloads.append({"name": name, "kind": "model", "model_kind": kind,
+                          "config": {"model": {"layer_sizes": [3706, 600]}},
                           "batch_size": 256, "steps_per_epoch": 24, "n_users": 6000,
                           "flops": {"train_epoch": 1.3e11, "train_per_user": 2.2e7, "inference_per_user": 8.9e6},
                           "matmul_rate": {"jax": {"gflops": 48.0}, "torch": {"gflops": 21.0}},
@@ -106,7 +109,8 @@ def fixture_dir(tmp_path: Path) -> Path:
     ops = []
     for dtype in ("float64", "float32"):
         for fn in ("dist", "expmap"):
-            for regime, rel, passed in (("zero", 1e-12, True), ("boundary", 3e-3, dtype == "float64" or fn != "expmap")):
+            boundary_passes = dtype == "float64" or fn != "expmap"
+            for regime, rel, passed in (("zero", 1e-12, True), ("boundary", 3e-3, boundary_passes)):
                 extra = {"function": fn, "regime": regime, "reference_wrong": False, "oracle": False}
                 if fn == "dist" and regime == "zero":  # geoopt off the oracle; JAX on it
                     extra.update(reference_wrong=True, oracle=True, oracle_rel_err_jax=2.5e-16, oracle_rel_err_ref=1.0)
@@ -118,7 +122,8 @@ def fixture_dir(tmp_path: Path) -> Path:
                      steps=20, judged_steps=20)
              for name in ("sgd", "adam")]
     (folder / "optim.json").write_text(json.dumps({"suite": "optim", "records": optim}))
-    models = [_record("forward/selu/output", "float64", 1e-14, True), _record("training/adam/weights", "float32", 1e-6, True)]
+    models = [_record("forward/selu/output", "float64", 1e-14, True),
+              _record("training/adam/weights", "float32", 1e-6, True)]
     (folder / "models.json").write_text(json.dumps({"suite": "models", "records": models}))
     (folder / "train-ae.json").write_text(json.dumps(_train("ae", "ae-neumf", {"jax": 0.6612, "torch": 0.6598})))
     (folder / "train-hae.json").write_text(json.dumps(_train("hae", "hae-neumf", {"jax": 0.7012})))
@@ -131,7 +136,8 @@ def fixture_dir(tmp_path: Path) -> Path:
     (folder / "bench.json").write_text(json.dumps(_bench()))
     (folder / "run.json").write_text(json.dumps({"command": "run", "name": "t", "dataset": "ml-1m-neumf", "quick": True,
                                                  "seconds": 100.0, "stages": [
-        {"name": "ops", "status": "failed-checks", "seconds": 10.0, "argv": ["poincare-parity", "ops"], "summary": "7/8 rows pass"},
+        {"name": "ops", "status": "failed-checks", "seconds": 10.0, "argv": ["poincare-parity", "ops"],
+         "summary": "7/8 rows pass"},
         {"name": "optim", "status": "error", "seconds": 1.0, "argv": ["poincare-parity", "optim"],
          "summary": "exit status 2: boom", "tail": "Traceback ...\nboom"},
         {"name": "train-hae", "status": "skipped", "seconds": 0.0, "argv": [], "summary": "not selected"},
@@ -161,9 +167,10 @@ def test_first_screen_holds_the_verdict_parity_quality_and_throughput(fixture_di
     assert "| Hyperbolic AE (hae-neumf) | JAX | 0.7012 [0.691, 0.711] | 0.3506 [0.341, 0.361] | 0.7051 / 0.4360 ¹ |" \
         in screen
     assert "| Euclidean AE (ae-neumf) | PyTorch | 0.6598 [0.650, 0.670] | 0.3299 [0.320, 0.340] | none ² |" in screen
-    assert "| EASE, lambda 500 | numpy (no framework) | 0.7096 [0.700, 0.720]" in screen and "0.7098 / 0.4374 ³" in screen
-    assert re.search(r"\| EASE, lambda 1000 \(tuned on validation\) \| numpy \(no framework\) \| [^|]+ \| [^|]+ \| - \|",
-                     screen)
+    assert "| EASE, lambda 500 | numpy (no framework) | 0.7096 [0.700, 0.720]" in screen
+    assert "0.7098 / 0.4374 ³" in screen
+    assert re.search(r"\| EASE, lambda 1000 \(tuned on validation\) \| numpy \(no framework\) "
+                     r"\| [^|]+ \| [^|]+ \| - \|", screen)
     assert "0.4685" not in screen.split("- ² ")[0]  # the paper's Euclidean AE: only in its footnote
     for mark, words in (("¹", "HAE(M, c=0.0016)"), ("²", "has no published counterpart"), ("³", "lambda = 500")):
         note = next(line for line in screen.splitlines() if line.startswith(f"- {mark} "))
@@ -206,9 +213,11 @@ def test_rows_judged_by_the_oracle_show_both_sides_errors_and_say_why_they_pass(
     text = (tmp_path / "r" / "report.md").read_text()
     assert ("| logmap0 / zero | float64 | 4.96e+03 | 2.05e-16 | 1.00e+00 | 1e-09 | passes because JAX matches the "
             "exact oracle (2.1e-16 <= 1e-09) where geoopt does not (1.0e+00) |") in text
-    assert "| dist / identical | float32 | 1.20e+01 | 3.00e-02 | 5.00e+00 | 1e-04 | FAILS: geoopt is off the oracle" in text
+    assert ("| dist / identical | float32 | 1.20e+01 | 3.00e-02 | 5.00e+00 | 1e-04 | "
+            "FAILS: geoopt is off the oracle") in text
     # in the table of all rows: the oracle's errors of both sides beside the parity error, and why it passes
-    assert "| logmap0 / zero | float64 | 4.96e+02 | 4.96e+03 | 1e-09 | 2.05e-16 | 1.00e+00 | ok, by the oracle |" in text
+    assert ("| logmap0 / zero | float64 | 4.96e+02 | 4.96e+03 | 1e-09 | 2.05e-16 | 1.00e+00 | "
+            "ok, by the oracle |") in text
     assert "| dist / bulk | float64 | 1.00e-13 | 1.00e-12 | 1e-09 | - | - | ok |" in text
     assert "JAX matches the oracle in 1; 1 fail because JAX is off the oracle too" in _first_screen(text)
     # the heat map colours an oracle-judged row by JAX's error against the oracle, not by geoopt's error
@@ -285,8 +294,8 @@ def test_reference_report_first_screen(tmp_path: Path):
     assert screen.splitlines()[2].startswith("**Verdict:** The JAX port matches PyTorch/geoopt in every parity suite")
     assert "ops 176/176, optim 48/48, models 160/160 rows pass" in summary["verdict"]
     assert "**Device:** cpu: AMD EPYC, 2 usable CPUs" in screen
-    assert re.search(r"\*\*Versions:\*\* jax 0\.10\.2, jaxlib 0\.10\.2, flax [\d.]+, optax [\d.]+, torch 2\.13\.0\+cpu, "
-                     r"geoopt 0\.5\.1", screen)
+    assert re.search(r"\*\*Versions:\*\* jax 0\.10\.2, jaxlib 0\.10\.2, flax [\d.]+, optax [\d.]+, "
+                     r"torch 2\.13\.0\+cpu, geoopt 0\.5\.1", screen)
     assert "| ops | **PASS** | 176/176 |" in screen and "| models | **PASS** | 160/160 |" in screen
     assert "| Hyperbolic AE (hae-neumf) | JAX | 0.7321 ± 0.0016 (±0.011) |" in screen
     assert "| Euclidean AE (ae-neumf) | JAX | 0.7172 ± 0.0014 (±0.011) | 0.4433 ± 0.0020 (±0.009) | none ² |" in screen

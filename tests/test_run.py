@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from parity.commands import run
 from parity.cli import build_parser, main
+from parity.commands import run
 
 
 @pytest.mark.parametrize("dataset,quick", [("ml-1m-neumf", True), ("ml-1m-neumf", False), ("synthetic", True)])

@@ -124,8 +124,9 @@ def test_bucket_rounds_up_by_at_most_a_sixteenth():
 def test_unsorted_columns_and_explicit_zeros_are_read_as_the_dense_rows_and_duplicates_refused():
     coo = MATRIX.tocoo()
     order = np.random.default_rng(0).permutation(coo.nnz)
-    messy = sp.csr_matrix((np.append(coo.data[order], 0.0), (np.append(coo.row[order], 3), np.append(coo.col[order], 1))),
-                          shape=MATRIX.shape)  # columns out of order within rows, an explicit zero at (3, 1)
+    # columns out of order within rows, an explicit zero at (3, 1)
+    messy = sp.csr_matrix((np.append(coo.data[order], 0.0),
+                           (np.append(coo.row[order], 3), np.append(coo.col[order], 1))), shape=MATRIX.shape)
     messy.has_sorted_indices = False
     for builder in (js.sparse_rows, ts.sparse_rows):
         b = builder(messy, ROWS, dtype=np.float64)
@@ -180,8 +181,8 @@ def test_torch_matmul_and_its_gradients_are_the_dense_ones():
     assert _rel(sparse_out.detach(), dense_out.detach()) < 1e-14
     assert _rel(g_w, weight.grad) < 1e-14
     read = batch.keep.numpy()
-    np.testing.assert_allclose(g_v.numpy()[read], dense.grad.numpy()[batch.rows.numpy()[read], batch.items.numpy()[read]],
-                               rtol=1e-13)
+    np.testing.assert_allclose(g_v.numpy()[read],
+                               dense.grad.numpy()[batch.rows.numpy()[read], batch.items.numpy()[read]], rtol=1e-13)
     assert np.all(g_v.numpy()[~read] == 0)  # dropped entries and padding are not read
 
 
@@ -437,8 +438,8 @@ def _dot_contractions(hlo: str) -> list[tuple[tuple[int, ...], int]]:
     shapes.update({"%" + m.group(1): tuple(int(x) for x in m.group(2).split(",") if x)
                    for m in re.finditer(r"\b([\w.\-]+): \w+\[([\d,]*)\]", hlo)})
     out = []
-    for m in re.finditer(r"= \w+\[([\d,]*)\]\{[^}]*\} dot\((%[\w.\-]+), %[\w.\-]+\),[^\n]*?lhs_contracting_dims=\{(\d+)\}",
-                         hlo):
+    for m in re.finditer(r"= \w+\[([\d,]*)\]\{[^}]*\} dot\((%[\w.\-]+), %[\w.\-]+\),"
+                         r"[^\n]*?lhs_contracting_dims=\{(\d+)\}", hlo):
         result = tuple(int(x) for x in m.group(1).split(",") if x)
         out.append((result, shapes[m.group(2)][int(m.group(3))]))
     return out

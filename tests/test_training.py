@@ -16,12 +16,12 @@ import jax_impl.train as jt
 import torch_ref.train as tt
 from parity import backend, convert, training
 from parity.checkpoint import load_checkpoint
+from parity.cli import main
 from parity.commands.train import resolve_config
+from parity.config import DataConfig, ModelConfig, OptimizerConfig, RunConfig, TrainConfig
 from parity.data import epoch_masks
 from parity.errors import ConfigError, TrainingDiverged
 from parity.suites import models as checks
-from parity.cli import main
-from parity.config import DataConfig, ModelConfig, OptimizerConfig, RunConfig, TrainConfig
 
 N_USERS, N_ITEMS = 90, 40
 RNG = np.random.default_rng(0)
@@ -41,7 +41,8 @@ def _masks(config: ModelConfig, refeed: bool, seed: int = 0):
     draw = lambda rate, width: None if rate == 0 else r.random((N_USERS, width)) >= rate
     code = config.layer_sizes[-1]
     pair = [draw(config.input_dropout, N_ITEMS), draw(config.code_dropout, code)]
-    return tuple(pair + ([draw(config.input_dropout, N_ITEMS), draw(config.code_dropout, code)] if refeed else [None, None]))
+    refeed_pair = [draw(config.input_dropout, N_ITEMS), draw(config.code_dropout, code)] if refeed else [None, None]
+    return tuple(pair + refeed_pair)
 
 
 @pytest.mark.parametrize("opt, refeed", [(OPTIMIZERS[0], False), (OPTIMIZERS[1], True), (OPTIMIZERS[2], True),

@@ -9,5 +9,6 @@ computes them): a run's numbers then depend only on its inputs, not on what ran 
 
 import torch
 
-# geoopt's jit-scripted math gets autodiff gradients that round differently after its first call in a process: unprofiled, every call computes alike
+# geoopt's jit-scripted math gets autodiff gradients that round differently after its first call in a process:
+# unprofiled, every call computes alike
 torch._C._jit_set_profiling_mode(False)

@@ -94,7 +94,8 @@ class Session:
         """A (input, code, refeed_input, refeed_code) tuple of keep-masks on the device, as StepMasks."""
         return self._masks(*(None if m is None else self.put(m) for m in masks))
 
-    def train_epoch(self, matrix: Any, batches: list[np.ndarray], masks: tuple, *, stepwise: bool = False) -> np.ndarray:
+    def train_epoch(self, matrix: Any, batches: list[np.ndarray], masks: tuple, *,
+                    stepwise: bool = False) -> np.ndarray:
         """Train on `matrix[batch]` for each batch in order; -> losses (n_steps, k) on the host.
 
         `stepwise`: one compiled step per batch (JAX; PyTorch always steps batch by batch) instead of

@@ -42,7 +42,8 @@ class TorchSession(Session):
         self.trainer = tt.Trainer(model, backend.optimizer(run.model, run.optimizer),
                                   dense_refeeding=run.train.dense_refeeding)
         if compiled:
-            kwargs: dict[str, Any] = {"dynamic": False}  # one static graph per batch shape: the short last batch gets its own
+            # one static graph per batch shape: the short last batch gets its own
+            kwargs: dict[str, Any] = {"dynamic": False}
             if compile_mode:
                 kwargs["mode"] = compile_mode
             self.trainer.model = torch.compile(self.trainer.model, **kwargs)

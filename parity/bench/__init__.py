@@ -131,7 +131,8 @@ from parity.bench.runner import (
 
 __all__ = [
     "ARMS", "ARM_FRAMEWORK", "ARM_DESCRIPTION", "INFER_BATCH", "Arm", "make_arm", "summarize_jax_trace", "Gemm",
-    "model_layers", "step_gemms", "train_flops_per_user", "inference_flops_per_user", "matmul_rate", "MATMUL_FRACTION_TARGET", "TARGETS", "OPTIMIZERS",
+    "model_layers", "step_gemms", "train_flops_per_user", "inference_flops_per_user", "matmul_rate",
+    "MATMUL_FRACTION_TARGET", "TARGETS", "OPTIMIZERS",
     "QUICK_USERS", "TINY", "BenchData", "BenchError", "bench_model", "bench_optimizer", "check_targets",
     "load_bench_data", "preset_run", "run_bench", "select_device", "validate", "warm_runtimes", "DEFAULT_REPEATS",
     "arm_memory_mb", "ARM_SPECS", "ArmSpec", "CURVE_ITEMS", "CURVE_RATINGS", "CURVE_REPEATS", "CURVE_USERS",

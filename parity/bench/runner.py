@@ -149,13 +149,15 @@ def bench_model(preset: str, data: BenchData, *, arms: Sequence[str] = ARMS, rep
     dense = dense_rows(data.matrix, np.arange(n_users), dtype)
     per_user = train_flops_per_user(model, train.dense_refeeding)
     record: dict[str, Any] = {
-        "name": preset, "kind": "model", "model_kind": model.kind, "description": cfg.PRESETS[preset].get("description"),
+        "name": preset, "kind": "model", "model_kind": model.kind,
+        "description": cfg.PRESETS[preset].get("description"),
         "config": run.to_dict(), "dtype": dtype, "n_users": n_users, "n_items": data.n_items,
         "nnz": int(data.matrix.nnz), "batch_size": batch_size, "steps_per_epoch": n_steps,
         "dense_refeeding": train.dense_refeeding,
         "flops": {"train_per_user": per_user, "train_epoch": per_user * n_users,
                   "inference_per_user": inference_flops_per_user(model),
-                  "gemms_per_step": [dataclasses.asdict(g) | {"flops": g.flops} for g in step_gemms(model, batch_size)]},
+                  "gemms_per_step": [dataclasses.asdict(g) | {"flops": g.flops}
+                                     for g in step_gemms(model, batch_size)]},
         "arms": [], "ratios": [],
     }
 

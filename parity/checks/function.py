@@ -142,7 +142,8 @@ def simple_cases(args: Mapping[str, Arg], seed: int) -> Callable[[str, str], lis
     """The `cases` of the simple form: one call (group of 1) per regime, arguments drawn by their `Arg`."""
 
     def make(regime: str, dtype: str) -> list[Case]:
-        rng = np.random.default_rng([seed, REGIMES.index(regime) if regime in REGIMES else 99, 64 if dtype == "float64" else 32])
+        rng = np.random.default_rng([seed, REGIMES.index(regime) if regime in REGIMES else 99,
+                                     64 if dtype == "float64" else 32])
         values = draw_arguments(dict(args), regime, dtype, rng)
         return [Case({k: v[None] for k, v in values.items()}, label=f"{regime} regime",
                      keywords=tuple(k for k, a in args.items() if a.keyword),
@@ -230,7 +231,8 @@ def check_row(jax_fn: Callable, torch_fn: Callable, cases: list[Case], *, name: 
     }
     note, passed = "", parity_ok
     verdict = None
-    if oracle is not None and (oracle_mode == "all" or (oracle_mode == "auto" and (dtype == "float32" or not parity_ok))):
+    wants_oracle = oracle_mode == "all" or (oracle_mode == "auto" and (dtype == "float32" or not parity_ok))
+    if oracle is not None and wants_oracle:
         verdict = oracle(row)  # None: the oracle cannot judge this row (e.g. a float64 oracle on a float64 row)
     if verdict is not None:
         truth = getattr(oracle, "label", "the oracle")

@@ -161,8 +161,8 @@ def check_module(jax_module: Any, torch_module: Any, inputs: Any, *, kwargs: Map
     for dtype in (dtypes or [None]):
         if dtype == "float64":
             backend.enable_float64()
-        j_module = jax_side.cast_module(jax_module, dtype) if dtype else jax_side.cast_module(jax_module, _dtype_of(jax_side, jax_module))
-        t_module = ref_side.cast_module(torch_module, dtype) if dtype else ref_side.cast_module(torch_module, _dtype_of(ref_side, torch_module))
+        j_module = jax_side.cast_module(jax_module, dtype or _dtype_of(jax_side, jax_module))
+        t_module = ref_side.cast_module(torch_module, dtype or _dtype_of(ref_side, torch_module))
         dtype = dtype or _dtype_of(ref_side, torch_module)
         mapping = convert.parameter_mapping(ref_side.parameters(t_module), jax_side.parameters(j_module),
                                             name_map=name_map, transpose=transpose)
@@ -256,7 +256,8 @@ def _rows(name: str, dtype: str, jax_run, ref_run, truth, mapping, tolerances) -
                                  truth and [truth.grads[k] for k in comparisons], tolerances, "grad", dtype)}
         # each parameter passes against its own rule; the row passes only if all do
         rows.append(ParityRecord.from_comparison(f"{name}/grad", dtype, merge(list(comparisons.values())),
-                                                 tols[worst], passed=all(c.passes(tols[k]) for k, c in comparisons.items()),
+                                                 tols[worst],
+                                                 passed=all(c.passes(tols[k]) for k, c in comparisons.items()),
                                                  note=tols[worst].reason, **extra))
     return rows
 

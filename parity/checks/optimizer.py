@@ -57,7 +57,8 @@ class TrajectoryComparison:
 def run_trajectories(optax_tx: Any, make_torch_optimizer: Callable, params: Mapping[str, np.ndarray],
                      loss_fn: tuple[Callable, Callable], steps: int, *, dtype: str,
                      constants: Mapping[str, Any] | None = None, torch_params: Callable | None = None,
-                     apply_updates: Callable | None = None, framework: tuple[str, ...] = (backend.PORT, backend.REFERENCE)
+                     apply_updates: Callable | None = None,
+                     framework: tuple[str, ...] = (backend.PORT, backend.REFERENCE),
                      ) -> tuple[dict[str, np.ndarray], ...]:
     """Every parameter after every step, {name: (steps, *shape)}, for each framework in `framework`
     (JAX first, then the reference; a single framework gives a one-element tuple)."""
@@ -122,7 +123,8 @@ def _by_step(comparison: Comparison) -> Comparison:
 
 
 def resolve_tolerance(tolerances: Any, dtype: str, name: str, start: np.ndarray) -> Tolerance:
-    """A Tolerance, {dtype: Tolerance}, {(dtype, name): Tolerance} or a callable (dtype, name, start value) -> Tolerance."""
+    """A Tolerance, {dtype: Tolerance}, {(dtype, name): Tolerance} or a callable
+    (dtype, name, start value) -> Tolerance."""
     if tolerances is None:
         return DEFAULT_TOLERANCES[dtype]
     if isinstance(tolerances, Tolerance):
@@ -177,7 +179,8 @@ def check_optimizer(optax_tx: Any, make_torch_optimizer: Callable, params: Mappi
         }
         if oracle and dtype == "float32":
             rounded = {k: np.asarray(v, np.float64).astype(np.float32).astype(np.float64) for k, v in params.items()}
-            wide = {k: np.asarray(v, np.float64).astype(np.float32).astype(np.float64) for k, v in (constants or {}).items()}
+            wide = {k: np.asarray(v, np.float64).astype(np.float32).astype(np.float64)
+                    for k, v in (constants or {}).items()}
             (truth,) = run_trajectories(optax_tx, make_torch_optimizer, rounded, loss_fn, window, dtype="float64",
                                         constants=wide, apply_updates=apply_updates, framework=(backend.PORT,))
             for side, key in ((jax_traj, "oracle_rel_err_jax"), (ref_traj, "oracle_rel_err_ref")):

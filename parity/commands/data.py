@@ -76,7 +76,8 @@ def info(args) -> int:
     split = _split(args, data)
     print(f"{data.name}\n{_pairs(describe(data))}\n\n{split.protocol} protocol\n{_pairs(split.info.items())}")
     if args.json:
-        print(f"wrote {write_json(args.json, {'dataset': dict(describe(data)), 'split': split.info}, command='data info')}")
+        payload = {"dataset": dict(describe(data)), "split": split.info}
+        print(f"wrote {write_json(args.json, payload, command='data info')}")
     return EXIT_OK
 
 

@@ -12,7 +12,8 @@ from parity.suites import distributed, models
 
 
 def format_table(records) -> str:
-    head = f"{'check':<52} {'dtype':<8} {'max abs err':>11} {'max rel err':>11} {'tolerance':>9} {'oracle j/ref':>17}  pass"
+    head = (f"{'check':<52} {'dtype':<8} {'max abs err':>11} {'max rel err':>11} {'tolerance':>9} "
+            f"{'oracle j/ref':>17}  pass")
     lines = [head, "-" * len(head)]
     for r in records:
         oracle = ""

@@ -56,7 +56,8 @@ def main(args) -> int:
             result = optim.time_optimizer_step(name, dtype="float32")
             timing.append(result)
             print(f"step on {result['n_points']} x {result['dim']} ball points, {name}, float32: JAX "
-                  f"{result['jax_ms']:.2f} ms, geoopt {result['torch_ms']:.2f} ms, ratio {result['ratio_jax_over_torch']:.2f}")
+                  f"{result['jax_ms']:.2f} ms, geoopt {result['torch_ms']:.2f} ms, "
+                  f"ratio {result['ratio_jax_over_torch']:.2f}")
     if args.json:
         payload = {"suite": "optim", "steps": steps, "c_values": list(c_values),
                    "problem": {"n_points": optim.N_POINTS, "dim": optim.DIM, "weight_shape": list(optim.WEIGHT_SHAPE),

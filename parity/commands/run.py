@@ -25,8 +25,8 @@ checkpoints `train` wrote there). Nothing else in the folder is removed.
 
 --quick: the parity suites in their quick forms, 12 training epochs per model (test HR@10 measured
 0.67 Euclidean, 0.70 hyperbolic, against 0.45 for popularity and 0.72-0.73 for the full presets), EASE
-over three lambdas, the bench on 1,536 users per epoch: measured 8.4 minutes on 2 CPU cores. --dataset synthetic needs no network: the models suite then skips its ML-100K
-training part.
+over three lambdas, the bench on 1,536 users per epoch: measured 8.4 minutes on 2 CPU cores.
+--dataset synthetic needs no network: the models suite then skips its ML-100K training part.
 """
 
 from __future__ import annotations
@@ -105,7 +105,8 @@ def plan(*, out: Path, dataset: str, quick: bool, device: str = "cpu", seeds: st
     # one protocol for baselines and training, said explicitly (`train` and `data baselines` default differently
     # on synthetic data, which is explicit ratings but stands in for ml-1m-neumf)
     protocol = "neumf" if dataset in ("ml-1m-neumf", "synthetic") else "seed"
-    baselines = ["data", "baselines", "--dataset", dataset, "--protocol", protocol, "--json", str(out / "baselines.json")]
+    baselines = ["data", "baselines", "--dataset", dataset, "--protocol", protocol,
+                 "--json", str(out / "baselines.json")]
     if quick:
         baselines += ["--lambdas", *QUICK_LAMBDAS]
     if dataset == "ml-1m-neumf":
@@ -205,7 +206,8 @@ def run_command(stage: Stage, *, log_path: Path, env: dict[str, str], timeout: f
     elif status == "error":
         summary = f"exit status {returncode}: {summary}"
     return {"name": stage.name, "argv": ["poincare-parity", *stage.argv], "status": status, "returncode": returncode,
-            "seconds": time.perf_counter() - started, "log": str(log_path), "json": str(stage.json) if stage.json else None,
+            "seconds": time.perf_counter() - started, "log": str(log_path),
+            "json": str(stage.json) if stage.json else None,
             "summary": summary, "tail": text, "note": stage.note}
 
 
@@ -291,7 +293,8 @@ def execute(stages: list[Stage], *, out: Path, name: str, dataset: str, quick: b
             print(f"== {header}: poincare-parity {' '.join(stage.argv)}", flush=True)
             record = run_command(stage, log_path=log_path, env=env, timeout=timeout, echo=echo)
         manifest["stages"].append(record)
-        print(f"-- {stage.name}: {record['status']} ({record['seconds']:.0f} s) {record.get('summary', '')}", flush=True)
+        print(f"-- {stage.name}: {record['status']} ({record['seconds']:.0f} s) {record.get('summary', '')}",
+              flush=True)
         save()
     save()
     if stages and stages[-1].name == "report" and manifest["stages"][-1]["status"] == "ok":

@@ -109,7 +109,8 @@ def print_summary(result: dict[str, Any]) -> None:
         s = result["summary"].get(fw)
         if s:
             print(f"{fw:<6} test HR@10 {s['test_hr']['mean']:.4f} +- {s['test_hr']['std']:.4f}  "
-                  f"NDCG@10 {s['test_ndcg']['mean']:.4f} +- {s['test_ndcg']['std']:.4f}  over {s['test_hr']['n']} seed(s)")
+                  f"NDCG@10 {s['test_ndcg']['mean']:.4f} +- {s['test_ndcg']['std']:.4f}  "
+                  f"over {s['test_hr']['n']} seed(s)")
     if "max_abs_test_hr_diff" in result["summary"]:
         print(f"max |JAX - PyTorch| test HR@10 at the same seed: {result['summary']['max_abs_test_hr_diff']:.4f}")
 

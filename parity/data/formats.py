@@ -8,8 +8,8 @@ import io
 import os
 import zipfile
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -50,7 +50,8 @@ def read_bytes(path: Path, member: str | None = None) -> bytes:
         with zipfile.ZipFile(path) as zf:
             return zf.read(member)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:  # truncated: bad directory, data or CRC
-        raise DataFormatError(path, None, None, f"truncated or corrupt zip ({err}); delete it and download again") from err
+        raise DataFormatError(path, None, None,
+                              f"truncated or corrupt zip ({err}); delete it and download again") from err
     except KeyError as err:
         raise DataFormatError(path, None, None, f"the zip has no member {member!r}") from err
 
@@ -104,7 +105,8 @@ def _locate_bad_line(body: bytes, path: str, fmt: _Format, n_columns: int, first
         fields = line.split(sep)
         if len(fields) != n_columns:
             raise DataFormatError(path, first_line + offset, text,
-                                  f"expected {n_columns} fields separated by {sep.decode()!r}, found {len(fields)} ({fmt.name})")
+                                  f"expected {n_columns} fields separated by {sep.decode()!r}, "
+                                  f"found {len(fields)} ({fmt.name})")
         for col, field in enumerate(fields):
             try:
                 value = float(field) if col in float_columns else int(field)
@@ -232,7 +234,8 @@ def _load_neumf(folder: Path, prefix: str, name: str) -> Dataset:
     except DataFormatError as err:  # report the line as written, not as rewritten
         if err.line is not None:
             text = _lines(neg_raw)[err.line - 1].decode("latin-1")
-            raise DataFormatError(neg_path, err.line, text, err.reason + " (expected '(user,item)<TAB>neg_1<TAB>...')") from None
+            raise DataFormatError(neg_path, err.line, text,
+                                  err.reason + " (expected '(user,item)<TAB>neg_1<TAB>...')") from None
         raise
     _check_values(neg_text, str(neg_path), NEUMF_FORMAT, neg, id_columns=range(n_fields), rating_column=None)
     neg = neg.astype(np.int64)
@@ -354,7 +357,8 @@ def _load_path(path: Path) -> Dataset:
             with zipfile.ZipFile(path) as zf:
                 names = zf.namelist()
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
-            raise DataFormatError(path, None, None, f"truncated or corrupt zip ({err}); delete it and download again") from err
+            raise DataFormatError(path, None, None,
+                              f"truncated or corrupt zip ({err}); delete it and download again") from err
         for filename, _, fmt in _LAYOUT.values():
             members = [n for n in names if n == filename or n.endswith("/" + filename)]
             if members:

@@ -6,8 +6,8 @@ import dataclasses
 import hashlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -56,10 +56,12 @@ REMOTE: dict[str, tuple[RemoteFile, ...]] = {
     "ml-1m-neumf": (
         RemoteFile("ml-1m-neumf/ml-1m.test.rating", f"{_NEUMF_RAW}/ml-1m.test.rating",
                    "231ae11eb060b643a8c58c063cd17ffc743b54f569afb073d1abb6cf126b88b5",
-                   f"NeuMF authors' repository at commit {NEUMF_COMMIT[:12]}", 128039, "0970f5997be60425205b85a6af9d3051"),
+                   f"NeuMF authors' repository at commit {NEUMF_COMMIT[:12]}",
+                   128039, "0970f5997be60425205b85a6af9d3051"),
         RemoteFile("ml-1m-neumf/ml-1m.test.negative", f"{_NEUMF_RAW}/ml-1m.test.negative",
                    "127853228a76b7d21c0481e8ef8d00dd009cd5c88670dbdd9e9debfdb9f93de4",
-                   f"NeuMF authors' repository at commit {NEUMF_COMMIT[:12]}", 2891424, "ae0af08bac7fea5a1de4744821015321"),
+                   f"NeuMF authors' repository at commit {NEUMF_COMMIT[:12]}",
+                   2891424, "ae0af08bac7fea5a1de4744821015321"),
     ),
 }
 

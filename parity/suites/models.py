@@ -377,12 +377,14 @@ def training_records(dtype: str, *, dataset: str = "ml-100k", data_dir=None, epo
         oracle = None
         if dtype == "float32":
             start = {k: v.astype(np.float32) for k, v in convert.init_weights(case.model, seed).items()}
-            oracle = train_side(backend.REFERENCE, case, matrix.astype(np.float32), start, "float64", epochs=epochs, seed=seed)
+            oracle = train_side(backend.REFERENCE, case, matrix.astype(np.float32), start, "float64",
+                                epochs=epochs, seed=seed)
         steps_per_epoch = len(j_loss) // epochs
-        per_epoch = lambda a: [float(v) for v in a[:, 0].reshape(epochs, steps_per_epoch).mean(axis=1)]
+        per_epoch = lambda a, n=steps_per_epoch: [float(v) for v in a[:, 0].reshape(epochs, n).mean(axis=1)]
         gap = np.abs(j_loss - t_loss) / np.abs(t_loss)
         tol = tolerance("step_loss", dtype, t_loss, kind)
-        extra = dict(case=case.name, dataset=dataset, epochs=epochs, steps=int(j_loss.shape[0]), n_users=int(len(users)),
+        extra = dict(case=case.name, dataset=dataset, epochs=epochs, steps=int(j_loss.shape[0]),
+                     n_users=int(len(users)),
                      jax_epoch_loss=per_epoch(j_loss), ref_epoch_loss=per_epoch(t_loss),
                      epoch_max_gap=[float(v) for v in gap[:, 0].reshape(epochs, steps_per_epoch).max(axis=1)])
         if oracle is not None:

@@ -33,7 +33,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -249,7 +250,8 @@ def make_cases(spec: OpSpec, regime: str, dtype: str, dims: Sequence[int], lead_
                         values[arg] = r
                     elif kind == "matrix":
                         out = MATVEC_OUT.get(dim, dim + 1)
-                        values[arg] = np.zeros((out, dim)) if variant == "m=0" else rng.standard_normal((out, dim)) / math.sqrt(dim)
+                        values[arg] = (np.zeros((out, dim)) if variant == "m=0"
+                                       else rng.standard_normal((out, dim)) / math.sqrt(dim))
                     elif regime == "zero" and variant != "m=0":
                         # row pattern: arg i zero on rows i mod (k+1); every vector arg zero on the last pattern
                         bulk = vectors(kind, "bulk", n, dim, c, eps, rng)
@@ -271,7 +273,8 @@ def make_cases(spec: OpSpec, regime: str, dtype: str, dims: Sequence[int], lead_
                     if spec.kind(arg) != "matrix":
                         a = a.reshape(*lead, a.shape[-1])
                     per_c[arg].append(a.astype(np_dtype))
-                out_dim = 1 if spec.name in SCALAR_OUTPUT else (MATVEC_OUT.get(dim, dim + 1) if spec.name == "mobius_matvec" else dim)
+                out_dim = (1 if spec.name in SCALAR_OUTPUT
+                           else MATVEC_OUT.get(dim, dim + 1) if spec.name == "mobius_matvec" else dim)
                 for i in range(spec.n_out):
                     cots[i].append(rng.standard_normal((*lead, out_dim)).astype(np_dtype))
             cases.append(Case(
@@ -323,7 +326,8 @@ def _exact_oracle(spec: OpSpec, seed: int, oracle_points: int) -> Callable[[func
 
     def judge(row: function.Row) -> function.OracleResult:
         rng = np.random.default_rng([seed, 7, REGIMES.index(row.regime), sum(map(ord, spec.name))])
-        sides = [Sides(case.info["case"], jax_out, ref_out) for case, jax_out, ref_out in zip(row.cases, row.jax, row.ref)]
+        sides = [Sides(case.info["case"], jax_out, ref_out)
+                 for case, jax_out, ref_out in zip(row.cases, row.jax, row.ref)]
         o_jax, o_ref, n_points, worst_jax, worst_ref = exact_oracle(
             spec, row.dtype, sides, row.info["tols"], row.info["mags"],
             lambda magnitude: array_tolerance(row.base, row.dtype, magnitude), rng, oracle_points)
@@ -348,8 +352,8 @@ def check_row(spec: OpSpec, regime: str, dtype: str, *, dims: Sequence[int] = DI
         oracle=_exact_oracle(spec, seed, oracle_points), oracle_mode={"auto": "auto", "all": "all"}[oracle],
         reference="geoopt", jit=jit)
     record.extra = {"function": spec.name, **record.extra,
-                    "atol_is": ("min(atol, atol x output magnitude)" if dtype == "float64" else "atol x output magnitude")
-                               + " (parity.suites.ops: 'The absolute floor')"}
+                    "atol_is": ("min(atol, atol x output magnitude)" if dtype == "float64"
+                                else "atol x output magnitude") + " (parity.suites.ops: 'The absolute floor')"}
     return record
 
 
@@ -362,7 +366,8 @@ def run(*, dtypes: Sequence[str] = ("float64", "float32"), functions: Sequence[s
     unknown = [n for n in names if n not in SPECS]
     if unknown:
         raise ValueError(f"unknown function(s): {', '.join(unknown)}; known: {', '.join(SPECS)}")
-    todo = [(SPECS[n], r, d) for d in dtypes for n in names for r in SPECS[n].regimes() if regimes is None or r in regimes]
+    todo = [(SPECS[n], r, d) for d in dtypes for n in names for r in SPECS[n].regimes()
+            if regimes is None or r in regimes]
     kwargs: dict[str, Any] = {"seed": seed, "oracle": oracle}
     if quick:
         kwargs.update(dims=QUICK_DIMS, lead_shapes=QUICK_LEAD_SHAPES, oracle_points=2)

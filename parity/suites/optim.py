@@ -178,7 +178,7 @@ def _torch_loss(params, *, targets, weight_target, a, c):
             + 0.5 * (a * (params["weight"] - weight_target) ** 2).sum())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _optax_factory(case: Case, exact: bool):
     """(c) -> the optax transformation of `case` on the ball of curvature c (c traced: one compilation
     serves every c)."""
@@ -249,7 +249,8 @@ def check_row(case: Case, exact: bool, dtype: str, *, c_values: Sequence[float] 
         c_used = geoopt_curvature(c, dtype)
         jax_out, ref_out = trajectories(case, exact, dtype, problem, c_used, steps)
         scales = {"points": 1.0 / np.sqrt(c), "weight": float(np.abs(problem.weight).max())}
-        result = compare_trajectories(jax_out, ref_out, lambda key, scales=scales: _tolerance(dtype, scales[key]), window)
+        result = compare_trajectories(jax_out, ref_out, lambda key, scales=scales: _tolerance(dtype, scales[key]),
+                                      window)
         per_step = np.fmax(per_step, result.per_step)
         if result.whole.max_rel_err > worst:
             worst, worst_step = result.whole.max_rel_err, result.worst_step

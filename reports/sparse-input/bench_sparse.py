@@ -64,7 +64,8 @@ def trainers(model: ModelConfig, optimizer: OptimizerConfig, weights):
     }
 
 
-_DOT = re.compile(r"= (\w+)\[([\d,]*)\]\{[^}]*\} dot\(%[\w.\-]+, %[\w.\-]+\), (.*?contracting_dims=\{[\d,]*\}.*?contracting_dims=\{[\d,]*\})")
+_DOT = re.compile(r"= (\w+)\[([\d,]*)\]\{[^}]*\} dot\(%[\w.\-]+, %[\w.\-]+\), "
+                  r"(.*?contracting_dims=\{[\d,]*\}.*?contracting_dims=\{[\d,]*\})")
 
 
 def dots(hlo: str, shapes: dict[str, tuple[int, ...]]) -> list[dict]:
@@ -153,7 +154,8 @@ def first_layer_kernels(matrix: sp.csr_matrix, repeats: int) -> dict:
         "flat gather + segment_sum": (objective(segment_sum), (weight, flat_values, flat_rows, flat_items)),
         "jax.experimental.sparse BCOO": (objective(bcoo), (weight, flat_values, flat_rows, flat_items)),
         "row chunks, einsum reduction": (objective(chunks_einsum), (weight, batch, values)),
-        "row/item chunks, unrolled (used)": (objective(lambda w, b, v: jsparse.matmul(b, v, w)), (weight, batch, values)),
+        "row/item chunks, unrolled (used)": (objective(lambda w, b, v: jsparse.matmul(b, v, w)),
+                                             (weight, batch, values)),
     }
     compiled = {name: (jax.jit(jax.value_and_grad(f)), args) for name, (f, args) in cases.items()}
     reference = compiled["dense GEMMs (x W^T, dY^T x)"][0](*cases["dense GEMMs (x W^T, dY^T x)"][1])
@@ -181,6 +183,22 @@ def first_layer_kernels(matrix: sp.csr_matrix, repeats: int) -> dict:
     return out
 
 
+def _scan_epochs(dense, sparse_, dense_matrix, rows, dense_masks, layout) -> dict:
+    """{name: () -> losses}: one scanned epoch of each arm, training the arm's weights in place."""
+
+    def run_dense():
+        dense.params, dense.opt_state, losses = jt._scan_epoch(dense.params, dense.opt_state, dense.rest,
+                                                               dense_matrix, rows, dense_masks, **dense._static)
+        return losses
+
+    def run_sparse():
+        sparse_.params, sparse_.opt_state, losses = jt._scan_steps(sparse_.params, sparse_.opt_state, sparse_.rest,
+                                                                   layout, jt.StepMasks(), **sparse_._static)
+        return losses
+
+    return {"jax-dense scan": run_dense, "jax-sparse scan": run_sparse}
+
+
 def scan_programs(matrix: sp.csr_matrix, presets: list[str], repeats: int) -> dict:
     """The scanned epoch alone, dense vs sparse: ms per step (min and median over round-robin repeats)."""
     out = {}
@@ -188,7 +206,8 @@ def scan_programs(matrix: sp.csr_matrix, presets: list[str], repeats: int) -> di
     dense_matrix = jnp.asarray(matrix.toarray())
     for name in presets:
         preset = PRESETS[name]
-        model = from_dict(ModelConfig, {**preset["model"], "layer_sizes": (matrix.shape[1], *preset["model"]["layer_sizes"][1:])})
+        model = from_dict(ModelConfig, {**preset["model"],
+                                        "layer_sizes": (matrix.shape[1], *preset["model"]["layer_sizes"][1:])})
         train = from_dict(TrainConfig, preset["train"])
         weights = {k: v.astype(np.float32) for k, v in convert.init_weights(model, 0).items()}
         arms = trainers(model, from_dict(OptimizerConfig, preset["optimizer"]), weights)
@@ -200,18 +219,7 @@ def scan_programs(matrix: sp.csr_matrix, presets: list[str], repeats: int) -> di
         rows = jnp.asarray(np.stack(batches))
         dense_masks = jt._stack_masks(jt.StepMasks(jnp.asarray(keep)), n_steps, train.batch_size)
         layout = jsparse.to_device(jsparse.epoch_sparse_rows(matrix, batches, input_keep=keep))
-
-        def run_dense():
-            dense.params, dense.opt_state, losses = jt._scan_epoch(dense.params, dense.opt_state, dense.rest,
-                                                                   dense_matrix, rows, dense_masks, **dense._static)
-            return losses
-
-        def run_sparse():
-            sparse_.params, sparse_.opt_state, losses = jt._scan_steps(sparse_.params, sparse_.opt_state, sparse_.rest,
-                                                                       layout, jt.StepMasks(), **sparse_._static)
-            return losses
-
-        programs = {"jax-dense scan": run_dense, "jax-sparse scan": run_sparse}
+        programs = _scan_epochs(dense, sparse_, dense_matrix, rows, dense_masks, layout)
         for run in programs.values():
             jax.block_until_ready(run())
         wall = {k: [] for k in programs}
@@ -231,7 +239,8 @@ def scan_programs(matrix: sp.csr_matrix, presets: list[str], repeats: int) -> di
                   f"cpu min {t['cpu_ms_min']:6.2f} median {t['cpu_ms_median']:6.2f}")
         d, sp_ = out[name]["jax-dense scan"], out[name]["jax-sparse scan"]
         print(f"  sparse speed-up: wall min/min {d['wall_ms_min'] / sp_['wall_ms_min']:.2f}x, median/median "
-              f"{d['wall_ms_median'] / sp_['wall_ms_median']:.2f}x, cpu min/min {d['cpu_ms_min'] / sp_['cpu_ms_min']:.2f}x")
+              f"{d['wall_ms_median'] / sp_['wall_ms_median']:.2f}x, "
+              f"cpu min/min {d['cpu_ms_min'] / sp_['cpu_ms_min']:.2f}x")
     return out
 
 
@@ -260,7 +269,8 @@ def main() -> None:
                "data": {"n_rows": n_rows, "n_items": n_items, "nnz": int(matrix.nnz)}, "presets": {}}
     for name in args.presets:
         preset = PRESETS[name]
-        model = from_dict(ModelConfig, {**preset["model"], "layer_sizes": (n_items, *preset["model"]["layer_sizes"][1:])})
+        model = from_dict(ModelConfig, {**preset["model"],
+                                        "layer_sizes": (n_items, *preset["model"]["layer_sizes"][1:])})
         optimizer = from_dict(OptimizerConfig, preset["optimizer"])
         train = from_dict(TrainConfig, preset["train"])
         weights = {k: v.astype(np.float32) for k, v in convert.init_weights(model, 0).items()}
@@ -273,7 +283,8 @@ def main() -> None:
             batches = data.batch_order(n_rows, train.batch_size, train.seed, repeat)
             masks = training.epoch_masks(model, train, train.seed, repeat, n_rows)
             start = time.perf_counter()
-            jsparse.epoch_sparse_rows(matrix, batches[:-1], input_keep=masks[0][: (len(batches) - 1) * train.batch_size])
+            jsparse.epoch_sparse_rows(matrix, batches[:-1],
+                                      input_keep=masks[0][: (len(batches) - 1) * train.batch_size])
             layout_s.append(time.perf_counter() - start)
             for arm, trainer in arms.items():
                 source = {"jax-dense": dense_jax, "torch-dense": dense_torch}.get(arm, matrix)
@@ -297,7 +308,8 @@ def main() -> None:
                 ratios[f"{den} speed-up over {num}"] = {
                     "median": summary[num]["median_s"] / summary[den]["median_s"],
                     "min_over_min": summary[num]["min_s"] / summary[den]["min_s"],
-                    "range": [summary[num]["min_s"] / summary[den]["max_s"], summary[num]["max_s"] / summary[den]["min_s"]],
+                    "range": [summary[num]["min_s"] / summary[den]["max_s"],
+                              summary[num]["max_s"] / summary[den]["min_s"]],
                     "cpu_median": summary[num]["cpu_median_s"] / summary[den]["cpu_median_s"]}
         first = data.batch_order(n_rows, train.batch_size, train.seed, 0)[0]
         masks = training.epoch_masks(model, train, train.seed, 0, n_rows)
@@ -313,7 +325,8 @@ def main() -> None:
                                     "mean_loss_per_epoch": losses, "step_hlo": evidence}
         print(f"{name}: epoch seconds (wall median [min, max]; process CPU median), {args.repeats} repeats")
         for arm, row in summary.items():
-            print(f"  {arm:13s} {row['median_s']:6.2f} [{row['min_s']:.2f}, {row['max_s']:.2f}]  cpu {row['cpu_median_s']:6.2f}")
+            print(f"  {arm:13s} {row['median_s']:6.2f} [{row['min_s']:.2f}, {row['max_s']:.2f}]  "
+                  f"cpu {row['cpu_median_s']:6.2f}")
         for key, r in ratios.items():
             print(f"  {key}: median {r['median']:.2f}x (min/min {r['min_over_min']:.2f}x, range {r['range'][0]:.2f}"
                   f"..{r['range'][1]:.2f}, cpu {r['cpu_median']:.2f}x)")

@@ -136,7 +136,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", choices=("ae", "hae"), default=None,
                    help="Euclidean or hyperbolic autoencoder (default: the preset's, else ae)")
     p.add_argument("--framework", choices=("jax", "torch", "both"), default="jax",
-                   help="which framework trains (both: JAX and PyTorch from the same weights and batches; default: jax)")
+                   help="which framework trains (both: JAX and PyTorch from the same weights and batches; "
+                        "default: jax)")
     p.add_argument("--dataset", default=None, help="dataset name or a local path (default: the preset's)")
     p.add_argument("--protocol", choices=("seed", "neumf"), default=None,
                    help="evaluation protocol (default: the preset's; neumf for ml-1m-neumf, else seed)")
@@ -358,7 +359,8 @@ COMMANDS = {
     "models": ("parity.commands.models", "autoencoders: forward, loss, gradients and training, JAX vs PyTorch",
                _add_models),
     "train": ("parity.commands.train", "train an autoencoder and evaluate HR@10 / NDCG@10", _add_train),
-    "bench": ("parity.commands.bench", "throughput: PyTorch eager, compiled and sparse; JAX jit, scan and sparse", _add_bench),
+    "bench": ("parity.commands.bench", "throughput: PyTorch eager, compiled and sparse; JAX jit, scan and sparse",
+              _add_bench),
     "report": ("parity.commands.report", "collect JSON results into a Markdown + PNG report", _add_report),
     "run": ("parity.commands.run", "the whole job: parity suites, training, baselines, bench, report", _add_run),
     "download": ("parity.commands.data", "fetch MovieLens files into $POINCARE_PARITY_DATA", _add_download),

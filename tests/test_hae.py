@@ -148,6 +148,7 @@ def test_riemannian_trainers_agree_step_for_step_in_float64(opt):
     np.testing.assert_allclose(j.code(CLICKS), t.code(CLICKS), rtol=1e-11, atol=1e-14)
 
 
+@pytest.mark.slow  # ~20-40 s on 2 cores
 def test_learnable_curvature_trains_alike():
     """c = softplus(ball.isp_c) learned on both sides: geoopt steps the ball biases with its ball's c of
     before the step (the ball is the model's last parameter), jax_impl.optim with the labels of
@@ -240,6 +241,7 @@ def _run(c: float = 0.5) -> RunConfig:
     )
 
 
+@pytest.mark.slow  # ~20-40 s on 2 cores
 def test_train_hae_both_frameworks_saturation_and_resume(tmp_path, require_dataset):
     require_dataset("ml-100k")
     whole = training.run_training(_run(), frameworks=["jax", "torch"], seeds=[0], out_dir=tmp_path / "whole",
@@ -265,6 +267,7 @@ def test_train_hae_both_frameworks_saturation_and_resume(tmp_path, require_datas
     assert strip(resumed["runs"][1]) == strip(whole["runs"][1])  # PyTorch: bit for bit, in the same process too
 
 
+@pytest.mark.slow  # ~20-40 s on 2 cores
 def test_sweep_writes_json_plot_and_report_section(tmp_path, require_dataset):
     require_dataset("ml-100k")
     from parity import report

@@ -294,6 +294,7 @@ def test_a_keep_mask_goes_into_the_batch_not_beside_it():
             model(batch)
 
 
+@pytest.mark.slow  # ~15-25 s on 2 cores
 def test_padding_beyond_the_batch_changes_nothing():
     config = MODELS["hae-expmap0-learn_c"]
     weights = convert.init_weights(config, 1, bias_scale=0.1)
@@ -336,7 +337,8 @@ TRAINING = {
 }
 
 
-@pytest.mark.parametrize("name", list(TRAINING))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.startswith("hae") else n
+                                  for n in TRAINING])  # the hyperbolic one: ~20 s on 2 cores
 def test_sparse_training_is_dense_training_in_float64(name):
     """Two epochs of three batches (scanned; for the Euclidean model the last batch short, and also one
     jitted step per batch): sparse against dense on each side, and JAX sparse against PyTorch sparse.
@@ -480,6 +482,7 @@ def test_the_sparse_step_has_no_dense_first_layer_product(kind):
 # the models suite's sparse rows, and `train --set train.input_format=sparse`
 
 
+@pytest.mark.slow  # ~15-25 s on 2 cores
 def test_models_suite_sparse_rows_pass_and_catch_a_shifted_layer(monkeypatch):
     """The suite's sparse rows hold (float64, the Euclidean cases); a sparse first layer off by one part in
     1e8 must fail them (the bound is 1e-10)."""

@@ -191,7 +191,7 @@ def _rank_in_step(step: np.ndarray, n_steps: int) -> tuple[np.ndarray, np.ndarra
 
 
 def _layout(matrix, batches, input_keep, dtype, at_least: SparseSizes | None, row_chunk: int,
-            item_chunk: int) -> SparseRows:
+            item_chunk: int, headroom: float = 1.0) -> SparseRows:
     """The batches as one `SparseRows` stacked along (n_steps,), padded to one (bucketed) size."""
     e = _entries(matrix, batches, input_keep)
     n_steps, n_rows, n_items = e.n_steps, e.n_rows, int(matrix.shape[1])
@@ -207,7 +207,10 @@ def _layout(matrix, batches, input_keep, dtype, at_least: SparseSizes | None, ro
     row_rank, row_counts = _rank_in_step(row_chunk_step, n_steps)
     item_rank, item_counts = _rank_in_step(item_chunk_step, n_steps)
     needs = np.array([e.indptr[:, -1].max() + 1, row_counts.max(initial=0), item_counts.max(initial=0)])
-    sizes = [bucket(int(n)) for n in np.maximum(needs, 1)]
+    needs = np.maximum(needs, 1)
+    sizes = [bucket(int(n)) for n in needs]
+    if at_least is None or any(s > a for s, a in zip(sizes, at_least)):  # new shapes: room for the next batches
+        sizes = [bucket(int(np.ceil(n * headroom))) for n in needs]
     if at_least is not None:
         sizes = np.maximum(sizes, at_least).tolist()
     sizes = SparseSizes(*(int(n) for n in sizes))
@@ -242,21 +245,23 @@ def _layout(matrix, batches, input_keep, dtype, at_least: SparseSizes | None, ro
 
 
 def sparse_rows(matrix, rows, *, input_keep=None, dtype: Any = np.float32, at_least: SparseSizes | None = None,
-                row_chunk: int = ROW_CHUNK, item_chunk: int = ITEM_CHUNK) -> SparseRows:
+                row_chunk: int = ROW_CHUNK, item_chunk: int = ITEM_CHUNK, headroom: float = 1.0) -> SparseRows:
     """The rows `rows` of the CSR `matrix` (n_rows_total, n_items) as a `SparseRows` of numpy arrays.
 
     `input_keep`: the input dropout keep-mask of these rows, dense (len(rows), n_items) bool, as the
     dense path takes it (only for a model with input dropout > 0); it is read at the entries, and the
     first layer's chunks leave the dropped entries out. Padded to this batch's `bucket`ed sizes, or
-    more: to `at_least` (e.g. the sizes of the batches a compiled program was built for).
+    more: to `at_least` (e.g. the sizes of the batches a compiled program was built for). Where the batch
+    does not fit `at_least` (or none is given), `headroom` > 1 pads each need by that factor before
+    bucketing: room for the next batches, so the shapes (and the compiled program) change less often.
     """
-    stacked = _layout(matrix, [rows], input_keep, dtype, at_least, row_chunk, item_chunk)
+    stacked = _layout(matrix, [rows], input_keep, dtype, at_least, row_chunk, item_chunk, headroom)
     return SparseRows(*(None if field is None else field[0] for field in stacked))
 
 
 def epoch_sparse_rows(matrix, batches, *, input_keep=None, dtype: Any = np.float32,
                       at_least: SparseSizes | None = None, row_chunk: int = ROW_CHUNK,
-                      item_chunk: int = ITEM_CHUNK) -> SparseRows:
+                      item_chunk: int = ITEM_CHUNK, headroom: float = 1.0) -> SparseRows:
     """Batches (row index arrays of one size) as one `SparseRows` stacked along a leading (n_steps,)
     axis, all padded to the `bucket`ed largest need (or `at_least`), as `lax.scan` needs them.
 
@@ -265,7 +270,7 @@ def epoch_sparse_rows(matrix, batches, *, input_keep=None, dtype: Any = np.float
     """
     if input_keep is not None:
         input_keep = np.asarray(input_keep)[: sum(len(rows) for rows in batches)]
-    return _layout(matrix, batches, input_keep, dtype, at_least, row_chunk, item_chunk)
+    return _layout(matrix, batches, input_keep, dtype, at_least, row_chunk, item_chunk, headroom)
 
 
 def to_device(batch: SparseRows) -> SparseRows:

@@ -522,3 +522,16 @@ def test_train_with_sparse_input_gives_the_dense_run(tmp_path, require_dataset):
             assert s["loss"] == pytest.approx(d["loss"], rel=1e-9)
         assert sparse_run["test"]["hr"] == dense_run["test"]["hr"]
     assert results["sparse"]["config"]["train"]["input_format"] == "sparse"
+
+
+def test_headroom_pads_only_where_the_shapes_must_grow():
+    """New shapes get room (fewer recompilations); a batch that fits the shapes it is given keeps them."""
+    plain = js.sparse_rows(MATRIX, ROWS, dtype=np.float64)
+    roomy = js.sparse_rows(MATRIX, ROWS, dtype=np.float64, headroom=1.5)
+    assert roomy.sizes.n_entries >= 1.4 * plain.sizes.n_entries
+    assert all(r >= p for r, p in zip(roomy.sizes, plain.sizes))
+    fits = js.sparse_rows(MATRIX, ROWS[:4], dtype=np.float64, at_least=roomy.sizes, headroom=1.5)
+    assert fits.sizes == roomy.sizes  # no growth, no extra room
+    outgrown = js.sparse_rows(MATRIX, ROWS, dtype=np.float64, at_least=js.SparseSizes(1, 1, 1), headroom=1.5)
+    assert outgrown.sizes == roomy.sizes
+    np.testing.assert_array_equal(js.to_dense(js.to_device(roomy), N_ITEMS), RATINGS[ROWS])  # the same rows

@@ -24,6 +24,7 @@ from parity.report.summary import (
     is_oracle_judged,
     model_label,
     ratio_interval,
+    short_why,
     sweep_summary,
 )
 from parity.stats import format_stat
@@ -307,10 +308,12 @@ def _trust_details(trust: Any) -> str:
     return "".join(f"; {part}" for part in parts)
 
 
-def _trust_cell(trust: Any) -> str:
+def _trust_cell(trust: Any, *, short: bool = False) -> str:
     if not isinstance(trust, dict) or trust.get("trustworthy") is None:
         return "not assessed"
     why = trust.get("why")
+    if why and short:  # the first screen: the first reasons; all of them under Throughput
+        why = short_why(why)
     return ("yes" if trust["trustworthy"] else "**no**") + (f": {why}" if why else "")
 
 
@@ -329,7 +332,8 @@ def throughput_table(summary: dict[str, Any], bench: dict[str, Any]) -> list[str
             rows.append([label, "FAILED: " + str(t.get("error", ""))[:80], "-", "-", _trust_cell(t.get("trust"))])
             continue
         best = f"{t['best_jax']}, {t['best_jax_users_per_s']:.0f}/s" if t.get("best_jax") else "no JAX arm ran"
-        rows.append([label, best] + [_ratio_cell(t.get(b)) for b in BASELINE_ARMS] + [_trust_cell(t.get("trust"))])
+        rows.append([label, best] + [_ratio_cell(t.get(b)) for b in BASELINE_ARMS]
+                    + [_trust_cell(t.get("trust"), short=True)])
     return lines + _md_table(["model", "best JAX arm"] + [f"÷ {BASELINE_LABEL[b]}" for b in BASELINE_ARMS]
                              + ["timings trustworthy?"], rows)
 

@@ -346,6 +346,13 @@ def _fmt_ratio(value: float) -> str:
     return f"{value:.2f}x"
 
 
+def short_why(why: str | None, keep: int = 2) -> str:
+    """The first `keep` of a trust verdict's "; "-separated reasons, and how many more there are."""
+    reasons = [r for r in (why or "no reason given").split("; ") if r]
+    more = len(reasons) - keep
+    return "; ".join(reasons[:keep]) + (f" (+{more} more under Throughput)" if more > 0 else "")
+
+
 def verdict_sentence(summary: dict[str, Any]) -> str:
     """One sentence: parity over every suite, JAX vs PyTorch in training, throughput, failed stages."""
     clauses = []
@@ -404,7 +411,7 @@ def verdict_sentence(summary: dict[str, Any]) -> str:
                      if isinstance(t.get("trust"), dict) and t["trust"].get("trustworthy") is False]
         if untrusted:
             text += "; the bench flags these timings as not trustworthy (" + "; ".join(
-                f"{t['workload']}: {t['trust'].get('why', 'no reason given')}" for t in untrusted) + ")"
+                f"{t['workload']}: {short_why(t['trust'].get('why'), keep=1)}" for t in untrusted) + ")"
         clauses.append(text)
     elif summary.get("throughput"):
         clauses.append("throughput: no JAX/PyTorch eager ratio measured")

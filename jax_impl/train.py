@@ -118,9 +118,11 @@ def _loss_and_output(params, graphdef, rest, inputs, target, input_keep, code_ke
 _STATIC = ("graphdef", "optimizer", "apply_updates", "dense_refeeding")
 
 # Sparse input: when an epoch's batches outgrow the padded shapes, the new shapes get this much room (and
-# the program compiles again). Measured on ML-1M (hae-neumf, 40 epochs' batch orders and keep-masks):
-# without room the shapes grew at the second epoch (a recompilation inside a timed epoch); with 1.125 they
-# never grew (1.0625 was not enough). PyTorch has no compiled shapes: torch_ref pads nothing.
+# the program compiles again); a batch of a new size (the short last one) starts from the full batches'
+# room. Measured on ML-1M (hae-neumf, 40 epochs' batch orders and keep-masks): without room the shapes
+# grew at the second epoch, and the short last batch's at the eighth (a recompilation inside a timed
+# epoch); with 1.125 and the full batches' room neither grew (1.0625 was not enough). PyTorch has no
+# compiled shapes: torch_ref pads nothing.
 SPARSE_HEADROOM = 1.125
 
 
@@ -289,12 +291,15 @@ class Trainer:
         elif input_keep is not None:
             input_keep = np.asarray(input_keep)
         size = len(batches[0])
+        at_least = self._sparse_sizes.get(size)
+        if at_least is None and self._sparse_sizes:  # e.g. a short last batch: the full batches' room fits it
+            at_least = sparse.SparseSizes(*(max(sizes) for sizes in zip(*self._sparse_sizes.values())))
         if stacked:
             out = sparse.epoch_sparse_rows(matrix, batches, input_keep=input_keep, dtype=self._dtype,
-                                           at_least=self._sparse_sizes.get(size), headroom=SPARSE_HEADROOM)
+                                           at_least=at_least, headroom=SPARSE_HEADROOM)
         else:
             out = sparse.sparse_rows(matrix, batches[0], input_keep=input_keep, dtype=self._dtype,
-                                     at_least=self._sparse_sizes.get(size), headroom=SPARSE_HEADROOM)
+                                     at_least=at_least, headroom=SPARSE_HEADROOM)
         self._sparse_sizes[size] = out.sizes
         return _on_device(out)
 

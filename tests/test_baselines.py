@@ -76,6 +76,7 @@ def _heldout_metrics(split, scorer, k=10):
     return M.evaluate(scores, split.test, k, candidate_scores=split.protocol == "neumf")
 
 
+@pytest.mark.slow  # long on 2 cores; `pytest -m slow` and CI run it
 def test_ml1m_neumf_acceptance(require_dataset):
     """Popularity HR@10 0.454 +- 0.002 and EASE(500) HR@10 0.710 +- 0.003 (the published figures); NDCG@10 against
     the figures in the data README (0.254, 0.450) with the same tolerances."""

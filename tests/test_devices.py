@@ -137,6 +137,7 @@ def test_torch_sessions_on_two_devices_train_like_one_and_checkpoints_cross_coun
     assert all(p.exitcode is not None for p in processes._processes)  # the group stopped them
 
 
+@pytest.mark.slow  # long on 2 cores; `pytest -m slow` and CI run it
 def test_jax_sessions_on_two_devices_train_like_one_and_checkpoints_cross_counts(session_script, tmp_path):
     import pickle
 

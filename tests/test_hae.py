@@ -128,7 +128,8 @@ def _masks(config, seed):
 
 
 @pytest.mark.parametrize("opt", [OptimizerConfig(name="adam", learning_rate=1e-2, weight_decay=1e-3),
-                                 OptimizerConfig(name="sgd", learning_rate=5e-2, momentum=0.9, nesterov=True)],
+                                 pytest.param(OptimizerConfig(name="sgd", learning_rate=5e-2, momentum=0.9,
+                                                              nesterov=True), marks=pytest.mark.slow)],
                          ids=["adam-wd", "sgd-nesterov"])
 def test_riemannian_trainers_agree_step_for_step_in_float64(opt):
     """jax_impl.optim against geoopt through the whole model, dropout on, a short last batch."""
@@ -192,6 +193,7 @@ def test_jax_trainer_applies_ball_updates_by_itself():
     assert euclidean._static["apply_updates"] is not jopt.apply_updates
 
 
+@pytest.mark.slow  # long on 2 cores; `pytest -m slow` and CI run it
 def test_training_parity_on_ml100k_subset_float64(require_dataset):
     require_dataset("ml-100k")
     from parity.data import dense_rows, load_dataset

@@ -229,6 +229,7 @@ def test_curvature_as_float_scalar_array_or_per_point_array_and_its_gradient():
     np.testing.assert_allclose(per_point.sum(), grad, rtol=1e-12)
 
 
+@pytest.mark.slow  # long on 2 cores; `pytest -m slow` and CI run it
 def test_float32_with_x64_off_in_a_fresh_interpreter():
     script = textwrap.dedent("""
         import jax, jax.numpy as jnp, numpy as np

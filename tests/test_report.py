@@ -292,18 +292,18 @@ def test_reference_report_first_screen(tmp_path: Path):
     text = (out / "report.md").read_text()
     screen = _first_screen(text)
     assert screen.splitlines()[2].startswith("**Verdict:** The JAX port matches PyTorch/geoopt in every parity suite")
-    assert "ops 176/176, optim 48/48, models 160/160 rows pass" in summary["verdict"]
+    assert "ops 176/176, optim 48/48, models 274/274 rows pass" in summary["verdict"]
     assert "**Device:** cpu: AMD EPYC, 2 usable CPUs" in screen
-    assert re.search(r"\*\*Versions:\*\* jax 0\.10\.2, jaxlib 0\.10\.2, flax [\d.]+, optax [\d.]+, "
-                     r"torch 2\.13\.0\+cpu, geoopt 0\.5\.1", screen)
-    assert "| ops | **PASS** | 176/176 |" in screen and "| models | **PASS** | 160/160 |" in screen
+    assert re.search(r"\*\*Versions:\*\* (poincare-parity [\d.]+, )?jax 0\.10\.2, jaxlib 0\.10\.2, "
+                     r"flax [\d.]+, optax [\d.]+, torch 2\.13\.0\+cpu, geoopt 0\.5\.1", screen)
+    assert "| ops | **PASS** | 176/176 |" in screen and "| models | **PASS** | 274/274 |" in screen
     assert "| Hyperbolic AE (hae-neumf) | JAX | 0.7321 ± 0.0016 (±0.011) |" in screen
     assert "| Euclidean AE (ae-neumf) | JAX | 0.7172 ± 0.0014 (±0.011) | 0.4433 ± 0.0020 (±0.009) | none ² |" in screen
     assert "timings trustworthy?" in screen and "**Stages**" in screen
     assert "train-ae (`" in screen and "skipped: train-ae" not in screen  # its results come from another file
     assert not INTERNAL_WORDING.search(text)
     assert not INTERNAL_WORDING.search((out / "report.json").read_text())  # the stages' logs say "targets"
-    assert len(summary["plots"]) == 7
+    assert len(summary["plots"]) == 8 and "plots/cost_curve.png" in summary["plots"]  # and the cost curve
 
 
 def test_optim_plot_falls_back_to_the_worst_error_without_per_step_errors(tmp_path: Path):

@@ -76,8 +76,9 @@ def _checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     return arrays, meta
 
 
-@pytest.mark.parametrize("framework", ["torch", pytest.param("jax", marks=pytest.mark.slow)])
-@pytest.mark.parametrize("model", ["ae", "hae"])
+@pytest.mark.parametrize(("framework", "model"), [  # the PyTorch hyperbolic case (the one that drifted) by default
+    ("torch", "hae"), *(pytest.param(f, m, marks=pytest.mark.slow) for f, m in (("torch", "ae"), ("jax", "ae"),
+                                                                                 ("jax", "hae")))])
 def test_run_killed_mid_way_resumes_to_the_uninterrupted_result(tmp_path, require_dataset, framework, model):
     require_dataset("ml-100k")
     whole_out, cut_out = tmp_path / "whole", tmp_path / "cut"

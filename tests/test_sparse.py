@@ -255,7 +255,10 @@ def _torch_forward(config, weights, inputs, input_keep):
     return output.detach().numpy(), float(value), convert.extract_torch(model, grads=True)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+LONG_MODELS = ("hae-expmap0-learn_c", "hae-expmap0-tied-lastact-dense_mse")  # ~10 s each on 2 cores: slow
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in LONG_MODELS else n for n in MODELS])
 def test_sparse_model_is_the_dense_model_in_both_frameworks(name):
     config = MODELS[name]
     weights = convert.init_weights(config, 3, bias_scale=0.1)
@@ -337,8 +340,8 @@ TRAINING = {
 }
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.startswith("hae") else n
-                                  for n in TRAINING])  # the hyperbolic one: ~20 s on 2 cores
+@pytest.mark.slow  # ~15-20 s each on 2 cores; the default run trains sparse in test_train_with_sparse_input_...
+@pytest.mark.parametrize("name", list(TRAINING))
 def test_sparse_training_is_dense_training_in_float64(name):
     """Two epochs of three batches (scanned; for the Euclidean model the last batch short, and also one
     jitted step per batch): sparse against dense on each side, and JAX sparse against PyTorch sparse.
@@ -406,6 +409,7 @@ def test_train_step_on_a_sparse_batch_and_the_scanned_epoch_reuses_its_program()
 
 
 @pytest.mark.parametrize("config_name", ["hae-tangent-l2-dropout"])
+@pytest.mark.slow  # long on 2 cores; `pytest -m slow` and CI run it
 def test_float32_sparse_training_stays_close_to_dense(config_name):
     """float32: the sums run in another order (chunks of entries instead of a GEMM), nothing else."""
     config = MODELS[config_name]

@@ -226,6 +226,7 @@ def test_both_frameworks_train_alike_and_write_checkpoints(tmp_path, require_dat
     assert meta["state"]["epoch"] == 1 and meta["state"]["finished"] and optimizer
 
 
+@pytest.mark.slow  # long on 2 cores; `pytest -m slow` and CI run it
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path, require_dataset):
     require_dataset("ml-100k")
     whole = _run(tmp_path, epochs=2, name="whole", frameworks=("jax", "torch"))

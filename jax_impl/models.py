@@ -233,6 +233,15 @@ def sparse_input(batch: SparseRows, config: ModelConfig, input_keep: None = None
     return values
 
 
+def encoder_input(x: Array | SparseRows, config: ModelConfig, input_keep: Array | None = None) -> Array:
+    r"""The first layer's input :math:`h = \operatorname{drop}(n(x))`: dense rows normalized and dropped
+    out, or, for a `SparseRows`, the same at its entries only (`sparse_input`)."""
+    if isinstance(x, SparseRows):
+        return sparse_input(x, config, input_keep)
+    h = normalize_rows(x) if config.input_normalization == "l2" else x
+    return dropout(h, input_keep, config.input_dropout)
+
+
 # ---------------------------------------------------------------------------------------------
 # layers and the model
 
@@ -292,13 +301,9 @@ class AutoEncoder(nnx.Module):
         reads the nonzeros only, and the batch carries its input keep-mask)."""
         f = activation(self.config.activation)
         on_sparse = isinstance(x, SparseRows)
-        if on_sparse:
-            values = sparse_input(x, self.config, input_keep)
-        else:
-            h = normalize_rows(x) if self.config.input_normalization == "l2" else x
-            h = dropout(h, input_keep, self.config.input_dropout)
+        h = encoder_input(x, self.config, input_keep)
         for index, layer in enumerate(self.encoder):
-            h = f(layer.of_sparse(x, values) if on_sparse and index == 0 else layer(h))
+            h = f(layer.of_sparse(x, h) if on_sparse and index == 0 else layer(h))
         return dropout(h, code_keep, self.config.code_dropout)
 
     def decode(self, z: Array) -> Array:
@@ -400,17 +405,13 @@ class HyperbolicAutoEncoder(nnx.Module):
         f = activation(self.config.activation)
         c = self.curvature()
         on_sparse = isinstance(x, SparseRows)
-        if on_sparse:
-            values = sparse_input(x, self.config, input_keep)
-        else:
-            h = normalize_rows(x) if self.config.input_normalization == "l2" else x
-            h = dropout(h, input_keep, self.config.input_dropout)
+        h = encoder_input(x, self.config, input_keep)
         last = len(self.encoder) - 1
         for index, layer in enumerate(self.encoder):
             if index:
                 y = layer(h, c=c)
             else:
-                y = self._enter_sparse(layer, x, values, c) if on_sparse else self._enter(layer, h, c)
+                y = self._enter_sparse(layer, x, h, c) if on_sparse else self._enter(layer, h, c)
             code_dropout = (lambda v: dropout(v, code_keep, self.config.code_dropout)) if index == last else None
             h = hyperbolic_activation(y, f, c=c, tangent=code_dropout)
         return h

@@ -157,6 +157,15 @@ class Session:
         self.close()
 
 
+def check_session_request(run: RunConfig, devices: int) -> None:
+    """What every backend's `session` refuses: a device count below 1, sparse input on several devices."""
+    if devices < 1:
+        raise ValueError(f"devices must be >= 1, got {devices}")
+    if devices > 1 and run.train.input_format == "sparse":
+        raise UsageError("sparse input (train.input_format=sparse) runs on one device; use --devices 1 or "
+                         "dense input")
+
+
 class Backend:
     """A framework: how to build its models, optimizers and sessions, and place work on a device."""
 

@@ -14,10 +14,9 @@ from typing import Any
 import numpy as np
 
 from parity import convert
-from parity.backend.base import Backend, Captured, DevicesUnavailable, ModuleRun, Session
+from parity.backend.base import Backend, Captured, DevicesUnavailable, ModuleRun, Session, check_session_request
 from parity.config import RunConfig
 from parity.data import dense_rows
-from parity.errors import UsageError
 
 # JAX's CPU platform makes N devices of the host only when told so before it starts
 HOST_DEVICES_FLAG = "--xla_force_host_platform_device_count"
@@ -196,11 +195,7 @@ class JaxBackend(Backend):
         return jt.euclidean_optimizer(optimizer)
 
     def session(self, run, weights, *, device="cpu", devices=1, compile_mode=None, compiled=False):
-        if devices < 1:
-            raise ValueError(f"devices must be >= 1, got {devices}")
-        if devices > 1 and run.train.input_format == "sparse":
-            raise UsageError("sparse input (train.input_format=sparse) runs on one device; use --devices 1 or "
-                             "dense input")
+        check_session_request(run, devices)
         if devices > 1:
             return JaxDataParallelSession(run, weights, self, device, devices)
         return JaxSession(run, weights, self, device)

@@ -12,10 +12,9 @@ from typing import Any
 import numpy as np
 
 from parity import convert
-from parity.backend.base import Backend, Captured, DevicesUnavailable, ModuleRun, Session
+from parity.backend.base import Backend, Captured, DevicesUnavailable, ModuleRun, Session, check_session_request
 from parity.config import RunConfig
 from parity.data import dense_rows
-from parity.errors import UsageError
 
 
 def _torch_device(device: str):
@@ -189,11 +188,7 @@ class TorchBackend(Backend):
         self._groups: dict[tuple[int, str], Any] = {}  # (devices, device) -> rank processes of a device_group
 
     def session(self, run, weights, *, device="cpu", devices=1, compile_mode=None, compiled=False):
-        if devices < 1:
-            raise ValueError(f"devices must be >= 1, got {devices}")
-        if devices > 1 and run.train.input_format == "sparse":
-            raise UsageError("sparse input (train.input_format=sparse) runs on one device; use --devices 1 or "
-                             "dense input")
+        check_session_request(run, devices)
         if devices > 1:
             if compiled:
                 raise ValueError("torch.compile runs on one device here: compiled=True needs devices=1")

@@ -402,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     args = build_parser().parse_args(argv)
+    from parity import allocator
+
+    allocator.keep_freed_memory()  # before any framework allocates: every step reuses its buffers' pages
     name = "data " + args.data_command if args.command == "data" else args.command
     devices = getattr(args, "devices", 1)  # bench's --devices is a list: each count runs in its own process
     if isinstance(devices, int) and devices > 1:

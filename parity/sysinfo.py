@@ -21,6 +21,8 @@ import sys
 import time
 from typing import Any
 
+from parity import allocator
+
 PACKAGES = ("poincare-parity", "numpy", "scipy", "jax", "jaxlib", "flax", "optax", "torch", "geoopt")
 
 
@@ -123,7 +125,7 @@ def environment(device: str = "cpu") -> dict[str, Any]:
     """The short description every JSON file carries: versions, device, CPU, load."""
     return {"versions": versions(), "device": {"kind": device, "cpu_model": cpu_model(), "usable_cpus": usable_cpus(),
                                                "python": platform.python_version(), **_frameworks()},
-            "load_average": load_average()}
+            "load_average": load_average(), "allocator": allocator.policy()}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from parity import backend, convert, sysinfo
+from parity import allocator, backend, convert, sysinfo
 from parity.bench.runner import BenchError, preset_run
 from parity.files import atomic_write_text
 
@@ -21,6 +21,8 @@ def worker(spec_path: str, out_path: str) -> None:
     import scipy.sparse
 
     from parity.data import batch_order, dense_rows, epoch_masks
+
+    allocator.keep_freed_memory()  # as the command that started this process
 
     spec = json.loads(Path(spec_path).read_text())
     if spec["dtype"] == "float64":

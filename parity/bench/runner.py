@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from parity import backend, convert, sysinfo
+from parity import allocator, backend, convert, sysinfo
 from parity import config as cfg
 from parity.bench import trust
 from parity.bench.arms import ARM_DESCRIPTION, ARM_FRAMEWORK, ARM_SPECS, ARMS, make_arm
@@ -177,6 +177,7 @@ def bench_model(preset: str, data: BenchData, *, arms: Sequence[str] = ARMS, rep
             continue
         say(f"{preset}: {state.name} warm-up")
         try:
+            allocator.release_free_memory()  # what earlier arms freed is not this arm's
             rss0 = sysinfo.rss_bytes()
             state.arm = make_arm(state.name, run, weights, device, compile_mode)
             state.matrix = state.arm.put_matrix(data.matrix, dense)
@@ -246,6 +247,7 @@ def _timed_repeat(state: _ArmState, repeat: int, feed: Callable, steps: int, n_u
     arm = state.arm
     measure_memory = repeat == 0
     if measure_memory:
+        allocator.release_free_memory()  # the peak then counts pages this epoch touches again
         before = sysinfo.rss_bytes()
         reset = sysinfo.reset_peak_rss()
         arm.reset_device_peak()

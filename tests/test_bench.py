@@ -439,6 +439,24 @@ def test_tiny_bench_sparse_arms_train_and_are_judged_against_dense(tmp_path):
     targets = {t["target"]: t for t in bench.check_targets([model])}
     sparse = targets["jax-sparse / best JAX dense arm training users/s >= 1.4"]
     assert sparse["arm"] == "jax-sparse" and sparse["baseline"] == "jax-scan" and sparse["value"] > 0
+    scan = next(a for a in model["arms"] if a["arm"] == "jax-scan")
+    assert sparse["ceiling"] == scan["sparse_input_ceiling"]["ratio"] > 1
+    assert "sparse_input_ceiling" not in next(a for a in model["arms"] if a["arm"] == "jax-sparse")
     best_torch = targets["best JAX arm / best PyTorch arm training users/s >= 1.5"]["baseline"]
     assert best_torch == max((a for a in model["arms"] if a["framework"] == "torch"),
                              key=lambda a: a["train_users_per_s"]["median"])["arm"]
+
+
+def test_the_sparse_input_ceiling_takes_the_first_layers_two_products_out_of_the_dense_epoch():
+    from parity.bench.roofline import first_layer_flops_per_user, step_gemms
+    from parity.bench.runner import preset_run
+
+    model = preset_run("hae-neumf", 3706).model
+    # hae-neumf: x W1^T and dY1^T x of the (3706 -> 600) layer, 2 * 3706 * 600 FLOPs each per user
+    assert first_layer_flops_per_user(model) == 2 * (2 * 3706 * 600)
+    assert first_layer_flops_per_user(model) == sum(g.flops for g in step_gemms(model, 1)) * 2 / 5
+    workload = {"flops": {"first_layer_epoch": 3e9}}
+    # 3 GFLOP at 10 GFLOP/s is 0.3 s of a 1.0 s epoch: without it 0.7 s, at most 1/0.7 faster
+    ceiling = bench.sparse_input_ceiling(1.0, workload, 10.0)
+    assert ceiling["first_layer_s"] == pytest.approx(0.3) and ceiling["ratio"] == pytest.approx(1 / 0.7)
+    assert bench.sparse_input_ceiling(0.2, workload, 10.0)["ratio"] is None  # the rate says more than the epoch

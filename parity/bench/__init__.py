@@ -103,6 +103,7 @@ from parity.bench.devices import DEVICES_REPEATS, run_devices, time_devices
 from parity.bench.profile import summarize_jax_trace
 from parity.bench.roofline import (
     Gemm,
+    first_layer_flops_per_user,
     inference_flops_per_user,
     matmul_rate,
     model_layers,
@@ -126,6 +127,7 @@ from parity.bench.runner import (
     load_bench_data,
     preset_run,
     select_device,
+    sparse_input_ceiling,
     validate,
 )
 
@@ -137,5 +139,5 @@ __all__ = [
     "load_bench_data", "preset_run", "run_bench", "select_device", "validate", "warm_runtimes", "DEFAULT_REPEATS",
     "arm_memory_mb", "ARM_SPECS", "ArmSpec", "CURVE_ITEMS", "CURVE_RATINGS", "CURVE_REPEATS", "CURVE_USERS",
     "MemoryGuard", "curve_data", "estimate_arm_bytes", "run_cost_curve", "DEVICES_REPEATS", "run_devices",
-    "time_devices",
+    "time_devices", "first_layer_flops_per_user", "sparse_input_ceiling",
 ]

@@ -71,6 +71,13 @@ def train_flops_per_user(model: ModelConfig, dense_refeeding: bool = False) -> f
     return per_user * (2 if dense_refeeding else 1)
 
 
+def first_layer_flops_per_user(model: ModelConfig) -> float:
+    """The part of `train_flops_per_user` in the first layer's two products (forward and weight gradient):
+    what sparse input replaces (with dense re-feeding, in the first of the two steps only: the second one's
+    input is the dense output)."""
+    return sum(g.flops for g in step_gemms(model, 1)[:2])
+
+
 def inference_flops_per_user(model: ModelConfig) -> float:
     return sum(2 * n_in * n_out for n_in, n_out in model_layers(model))
 

@@ -101,10 +101,12 @@ def device_info(device: str = "cpu") -> dict[str, Any]:
         "logical_cpus": os.cpu_count(),
         "usable_cpus": usable_cpus(),
         "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS", "JAX_PLATFORMS",
-                                             "XLA_PYTHON_CLIENT_PREALLOCATE", "CUDA_VISIBLE_DEVICES")
+                                             "XLA_PYTHON_CLIENT_PREALLOCATE", "CUDA_VISIBLE_DEVICES",
+                                             allocator.ENVIRONMENT_SWITCH)
                 if k in os.environ},
         "versions": versions(),
         "load_average": load_average(),
+        "allocator": allocator.policy(),
         **_frameworks(),
     }
     if device == "gpu":

@@ -672,6 +672,14 @@ def _load(values: list[float] | None) -> str:
     return "-" if not values else ", ".join(f"{v:.1f}" for v in values)
 
 
+def _heap(policy: dict[str, Any] | None) -> str:
+    if not policy:
+        return ""
+    if policy.get("keeps_freed_memory"):
+        return " Heap: freed blocks kept for the next step (glibc, blocks below 1 GiB), as every command runs."
+    return " Heap: glibc's defaults (freed large blocks returned to the kernel)."
+
+
 def bench_section(summary: dict[str, Any], bench: dict[str, Any], plots_dir: Path, out: Path,
                   made: list[str]) -> list[str]:
     s = bench.get("settings", {})
@@ -682,7 +690,7 @@ def bench_section(summary: dict[str, Any], bench: dict[str, Any], plots_dir: Pat
              f"{s.get('dtype')}, "
              f"on {summary.get('bench_device') or 'a device not recorded'}; medians of {s.get('repeats')} repeats "
              f"[min, max], run round-robin over the arms; load average {_load(d.get('load_average'))} at the start, "
-             f"{_load(d.get('load_average_end'))} at the end."]
+             f"{_load(d.get('load_average_end'))} at the end.{_heap(d.get('allocator'))}"]
     if isinstance(bench.get("trust"), dict):
         lines += ["", "Run timings trustworthy? " + _trust_cell(bench["trust"]) + _trust_details(bench["trust"]) + "."]
     if bench.get("ratio_method"):

@@ -285,8 +285,8 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     p.epilog = ("examples: poincare-parity run --quick   |   poincare-parity run --quick --dataset synthetic "
                 "(no network)   |   poincare-parity run --only ops,models")
     p.add_argument("--quick", action="store_true",
-                   help="quick parity suites, 12 training epochs, 3 EASE lambdas, a 1,536-user bench: about 13 "
-                        "minutes on 2 CPU cores")
+                   help="quick parity suites, 12 training epochs, 3 EASE lambdas, a 1,536-user bench: about 10 "
+                        "minutes on 2 quiet CPU cores")
     p.add_argument("--dataset", default="ml-1m-neumf",
                    help="ml-1m-neumf (default, fetched on first use), synthetic (no network), another name or a path")
     p.add_argument("--name", default=None, help="report name: reports/NAME (default: run-<dataset>[-quick])")

@@ -443,6 +443,8 @@ def test_tiny_bench_sparse_arms_train_and_are_judged_against_dense(tmp_path):
     assert sparse["arm"] == "jax-sparse" and sparse["baseline"] == "jax-scan" and sparse["value"] > 0
     scan = next(a for a in model["arms"] if a["arm"] == "jax-scan")
     assert sparse["ceiling"] == scan["sparse_input_ceiling"]["ratio"] > 1
+    # a ceiling belongs to sparse over its own framework's dense arm, never to JAX over PyTorch
+    assert not any("ceiling" in t for t in targets.values() if t.get("baseline", "").startswith("torch"))
     assert "sparse_input_ceiling" not in next(a for a in model["arms"] if a["arm"] == "jax-sparse")
     best_torch = targets["best JAX arm / best PyTorch arm training users/s >= 1.5"]["baseline"]
     assert best_torch == max((a for a in model["arms"] if a["framework"] == "torch"),
@@ -462,3 +464,19 @@ def test_the_sparse_input_ceiling_takes_the_first_layers_two_products_out_of_the
     ceiling = bench.sparse_input_ceiling(1.0, workload, 10.0)
     assert ceiling["first_layer_s"] == pytest.approx(0.3) and ceiling["ratio"] == pytest.approx(1 / 0.7)
     assert bench.sparse_input_ceiling(0.2, workload, 10.0)["ratio"] is None  # the rate says more than the epoch
+
+
+def test_only_sparse_over_its_own_frameworks_dense_arm_carries_the_ceiling():
+    def arm(name, framework, users_per_s, ceiling=None):
+        row = {"arm": name, "framework": framework, "status": "ok", "train_users_per_s": {"median": users_per_s}}
+        return row | ({"sparse_input_ceiling": {"ratio": ceiling}} if ceiling else {})
+
+    arms = [arm("torch-eager", "torch", 100.0, 1.2), arm("jax-scan", "jax", 250.0, 1.3),
+            arm("jax-sparse", "jax", 260.0)]
+    ratios = [{"metric": "train_users_per_s", "numerator": top, "denominator": bottom, "median": value}
+              for top, bottom, value in (("jax-sparse", "torch-eager", 2.6), ("jax-sparse", "jax-scan", 1.04))]
+    targets = bench.check_targets([{"kind": "model", "name": "w", "model_kind": "hae", "arms": arms,
+                                    "ratios": ratios}])
+    by_baseline = {t.get("baseline"): t for t in targets if "baseline" in t}
+    assert by_baseline["jax-scan"]["ceiling"] == 1.3  # jax-sparse, the best JAX arm here, over JAX dense
+    assert "ceiling" not in by_baseline["torch-eager"]  # the same arm over PyTorch: no ceiling of torch-eager's

@@ -438,8 +438,8 @@ def check_targets(workloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 entry.update(value=ratio["median"], met=ratio["median"] >= threshold, arm=top["arm"],
                              baseline=bottom["arm"], interval=ratio.get("interval"))
                 ceiling = (bottom.get("sparse_input_ceiling") or {}).get("ratio")
-                if ARM_SPECS[top["arm"]].sparse and ceiling is not None:
-                    entry["ceiling"] = ceiling  # what a free sparse first layer would give over this baseline
+                if ceiling is not None and ARM_SPECS[top["arm"]].sparse and top["framework"] == bottom["framework"]:
+                    entry["ceiling"] = ceiling  # sparse over the same framework's dense: at most this
             else:
                 entry["why_not_measured"] = f"needs {numerator} and {denominator} to have run"
             out.append(entry)

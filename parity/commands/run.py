@@ -25,7 +25,8 @@ checkpoints `train` wrote there). Nothing else in the folder is removed.
 
 --quick: the parity suites in their quick forms, 12 training epochs per model (test HR@10 measured
 0.67 Euclidean, 0.70 hyperbolic, against 0.45 for popularity and 0.72-0.73 for the full presets), EASE
-over three lambdas, the bench on 1,536 users per epoch: measured 8.4 minutes on 2 CPU cores.
+over three lambdas, the bench on 1,536 users per epoch (six arms): measured 10.2 minutes on 2 quiet CPU
+cores.
 --dataset synthetic needs no network: the models suite then skips its ML-100K training part.
 """
 

@@ -25,6 +25,10 @@ def test_plan_builds_valid_command_lines(tmp_path: Path, dataset: str, quick: bo
     by_name = {s.name: s for s in stages}
     assert ("--quick" in by_name["ops"].argv) == quick and ("--quick" in by_name["bench"].argv) == quick
     assert ("--epochs" in by_name["train-ae"].argv) == quick
+    assert "--no-progress" not in by_name["train-ae"].argv  # the console shows each stage's bars ...
+    quiet = {s.name: s for s in run.plan(out=tmp_path, dataset=dataset, quick=quick, progress=False)}
+    for name in ("ops", "optim", "models", "train-ae", "train-hae", "bench"):  # ... unless run --no-progress
+        assert quiet[name].argv.count("--no-progress") == 1
     assert ("--no-training" in by_name["models"].argv) == (dataset == "synthetic")  # no network with synthetic
     assert by_name["train-ae"].argv[by_name["train-ae"].argv.index("--protocol") + 1] == "neumf"
     assert by_name["baselines"].argv[by_name["baselines"].argv.index("--protocol") + 1] == "neumf"

@@ -82,8 +82,10 @@ def _accepts(command: list[str], flag: str) -> bool:
     return True
 
 
-def plan(*, out: Path, dataset: str, quick: bool, device: str = "cpu", seeds: str | None = None) -> list[Stage]:
-    """The stages of one run and their command lines (see the module docstring)."""
+def plan(*, out: Path, dataset: str, quick: bool, device: str = "cpu", seeds: str | None = None,
+         progress: bool = True) -> list[Stage]:
+    """The stages of one run and their command lines (see the module docstring); `progress` False passes
+    --no-progress to every stage that draws progress bars (the models suite never draws them here)."""
     synthetic = dataset == "synthetic"
     stages = [Stage("data", note="dataset present locally, else downloaded")]
 
@@ -94,9 +96,7 @@ def plan(*, out: Path, dataset: str, quick: bool, device: str = "cpu", seeds: st
         argv = [suite, "--json", str(out / f"{suite}.json")]
         stages.append(Stage(suite, argv + quick_flag([suite]), out / f"{suite}.json"))
 
-    models = ["models", "--json", str(out / "models.json")] + quick_flag(["models"])
-    if _accepts(["models"], "--no-progress"):
-        models.append("--no-progress")
+    models = ["models", "--json", str(out / "models.json")] + quick_flag(["models"]) + ["--no-progress"]
     if synthetic:
         stages.append(Stage("models", models + ["--no-training"], out / "models.json",
                             note=f"training suite skipped: it needs {MODELS_TRAINING_DATASET} (network)"))
@@ -136,6 +136,10 @@ def plan(*, out: Path, dataset: str, quick: bool, device: str = "cpu", seeds: st
         bench.append("--quick")
     stages.append(Stage("bench", bench, out / "bench.json"))
     stages.append(Stage("report", note="report.md, report.json, plots/"))
+    for stage in stages if not progress else ():
+        words = stage.argv[:2] if stage.argv and stage.argv[0] == "data" else (stage.argv or [])[:1]
+        if stage.argv and "--no-progress" not in stage.argv and _accepts(words, "--no-progress"):
+            stage.argv.append("--no-progress")
     return stages
 
 
@@ -332,8 +336,8 @@ def main(args) -> int:
     if args.data_dir:
         env["POINCARE_PARITY_DATA"] = str(Path(args.data_dir).expanduser().resolve())
     try:
-        stages = _select(plan(out=out, dataset=args.dataset, quick=quick, device=args.device, seeds=args.seeds),
-                         _names(args.only), _names(args.skip))
+        stages = _select(plan(out=out, dataset=args.dataset, quick=quick, device=args.device, seeds=args.seeds,
+                              progress=not args.no_progress), _names(args.only), _names(args.skip))
     except ValueError as error:
         raise UsageError(str(error)) from None
     check_writable(folders=(out, out / "logs"))  # after the options are checked: a typo creates no folder

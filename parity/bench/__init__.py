@@ -32,8 +32,9 @@ Every arm starts from the same weights (`parity.convert.init_weights`), trains o
     loop_overhead_s = run_s - n_steps * step_s: what the epoch spends outside the steps themselves
     infer users/s   scoring every training row (input on the device, scores back on the host, batches of 1,024)
     warmup_s  the first epoch (compilation included); compile_s = warmup_s - median epoch_s
-    memory    CPU: resident growth of building and warming the arm plus the peak above that during one epoch
-              (/proc/self VmHWM, reset per epoch); GPU: torch's max_memory_allocated, JAX's peak_bytes_in_use
+    memory    CPU: resident growth of building and warming the arm plus the peak above that during one more,
+              untimed epoch (/proc/self VmHWM, reset for that epoch; the heap's free memory handed back to
+              the kernel before each reading); GPU: torch's max_memory_allocated, JAX's peak_bytes_in_use
 
 Repeats run round-robin over the arms (arm A epoch, arm B epoch, ..., then again), so a change of the
 machine's load hits every arm alike; medians over `--repeats` (default 10) with min and max.

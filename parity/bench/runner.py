@@ -169,7 +169,8 @@ def bench_model(preset: str, data: BenchData, *, arms: Sequence[str] = ARMS, rep
         masks = epoch_masks(model, train, seed, epoch, n_users)
         return batches, masks, time.perf_counter() - started
 
-    # phase 1, arm by arm: build, put the data on the device, warm up (compilation), memory
+    # phase 1, arm by arm: build, put the data on the device, warm up (compilation), memory (one more
+    # epoch, untimed)
     states = [_ArmState(name) for name in arms]
     for state in states:
         skip = admit(state.name) if admit else None
@@ -196,8 +197,10 @@ def bench_model(preset: str, data: BenchData, *, arms: Sequence[str] = ARMS, rep
                 state.arm.score(state.matrix, n_users)
                 state.arm.sync()
                 state.result["infer_warmup_s"] = time.perf_counter() - started
+            allocator.release_free_memory()  # what compiling freed is not resident for this arm
             rss1 = sysinfo.rss_bytes()
-            state.result["memory"] = {"resident_mb": _mb(rss1 - rss0) if rss0 and rss1 else None}
+            state.result["memory"] = {"resident_mb": _mb(rss1 - rss0) if rss0 and rss1 else None,
+                                      **_epoch_memory(state.arm, state.matrix, batches, masks)}
         except Exception as error:  # noqa: BLE001 - one arm failing must not stop the others
             state.error = error_text(error)
             state.arm = state.matrix = state.step_inputs = None
@@ -243,29 +246,32 @@ def bench_model(preset: str, data: BenchData, *, arms: Sequence[str] = ARMS, rep
     return record
 
 
+def _epoch_memory(arm, matrix, batches, masks) -> dict[str, Any]:
+    """The memory of one more epoch, untimed: its resident peak above where it starts (the heap's free
+    memory handed back first, so the pages it touches count; no timed epoch pays for faulting them in
+    again), the process's peak, and the device's peak where the framework reports one."""
+    allocator.release_free_memory()
+    before = sysinfo.rss_bytes()
+    reset = sysinfo.reset_peak_rss()
+    arm.reset_device_peak()
+    arm.epoch(matrix, batches, masks)
+    peak = sysinfo.peak_rss_bytes()
+    memory = {"epoch_peak_above_mb": _mb(peak - before) if reset and peak and before else None,
+              "process_peak_mb": _mb(peak), "peak_reset": reset}
+    device_peak = arm.device_peak_bytes()
+    if device_peak is not None:
+        memory["device_peak_mb"] = _mb(device_peak)
+    return memory
+
+
 def _timed_repeat(state: _ArmState, repeat: int, feed: Callable, steps: int, n_users: int, detail: bool) -> None:
-    """One repeat of one arm: an epoch with its feeding (its memory on the first repeat), and with
-    `detail` `steps` isolated steps and the inference pass."""
+    """One repeat of one arm: an epoch with its feeding, and with `detail` `steps` isolated steps and the
+    inference pass."""
     arm = state.arm
-    measure_memory = repeat == 0
-    if measure_memory:
-        allocator.release_free_memory()  # the peak then counts pages this epoch touches again
-        before = sysinfo.rss_bytes()
-        reset = sysinfo.reset_peak_rss()
-        arm.reset_device_peak()
     batches, masks, feed_s = feed(repeat + 1)
     started = time.perf_counter()
     arm.epoch(state.matrix, batches, masks)
     run_s = time.perf_counter() - started
-    if measure_memory:
-        peak = sysinfo.peak_rss_bytes()
-        memory = state.result["memory"]
-        memory["epoch_peak_above_mb"] = _mb(peak - before) if reset and peak and before else None
-        memory["process_peak_mb"] = _mb(peak)
-        memory["peak_reset"] = reset
-        device_peak = arm.device_peak_bytes()
-        if device_peak is not None:
-            memory["device_peak_mb"] = _mb(device_peak)
     state.feed_s.append(feed_s)
     state.run_s.append(run_s)
     state.epoch_s.append(feed_s + run_s)

@@ -29,6 +29,9 @@ def test_plan_builds_valid_command_lines(tmp_path: Path, dataset: str, quick: bo
     quiet = {s.name: s for s in run.plan(out=tmp_path, dataset=dataset, quick=quick, progress=False)}
     for name in ("ops", "optim", "models", "train-ae", "train-hae", "bench"):  # ... unless run --no-progress
         assert quiet[name].argv.count("--no-progress") == 1
+    for stage in quiet.values():
+        if stage.argv:
+            parser.parse_args(stage.argv)  # every stage's command takes it
     assert ("--no-training" in by_name["models"].argv) == (dataset == "synthetic")  # no network with synthetic
     assert by_name["train-ae"].argv[by_name["train-ae"].argv.index("--protocol") + 1] == "neumf"
     assert by_name["baselines"].argv[by_name["baselines"].argv.index("--protocol") + 1] == "neumf"

@@ -136,10 +136,10 @@ def plan(*, out: Path, dataset: str, quick: bool, device: str = "cpu", seeds: st
         bench.append("--quick")
     stages.append(Stage("bench", bench, out / "bench.json"))
     stages.append(Stage("report", note="report.md, report.json, plots/"))
-    for stage in stages if not progress else ():
-        words = stage.argv[:2] if stage.argv and stage.argv[0] == "data" else (stage.argv or [])[:1]
-        if stage.argv and "--no-progress" not in stage.argv and _accepts(words, "--no-progress"):
-            stage.argv.append("--no-progress")
+    if not progress:  # every command takes --no-progress (parity.cli declares it once for all)
+        for stage in stages:
+            if stage.argv and "--no-progress" not in stage.argv:
+                stage.argv.append("--no-progress")
     return stages
 
 

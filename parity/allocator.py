@@ -5,11 +5,10 @@ whole program, PyTorch's activations and gradients ((256, 3706) and (3706, 600) 
 ML-1M). glibc serves a block above its mmap threshold (128 KiB at start, raised by itself up to
 32 MiB) with fresh pages from the kernel and returns them on free, and trims the top of the heap
 above 128 KiB; so a step whose buffers outgrow that pays a page fault, and the kernel's zeroing,
-for each 4 KiB of them again. Measured on ML-1M (hae-neumf, 2-core CPU): JAX with a jitted step per
-batch, alone in its process, 1.03 s -> 0.58 s an epoch (medians of 5); in the bench, two runs of 10
-repeats one after the other, JAX jit 6,948 -> 8,185 training users/s, the other arms (whose buffers
-glibc's moving threshold already keeps, or that run the epoch as one program) within the runs'
-noise. The bench's memory figures are unchanged by it: see `release_free_memory`.
+for each 4 KiB of them again. Measured on ML-1M (hae-neumf, 2-core CPU, one process per policy, three
+alternating pairs, medians of 5 epochs): JAX with a jitted step per batch 1.16-1.38 s -> 0.61-0.69 s
+an epoch, JAX with the epoch as one program 0.78-0.85 s -> 0.58-0.69 s, PyTorch eager 2.20-2.49 s ->
+1.77-1.93 s. The bench's memory figures stay each arm's own: see `release_free_memory`.
 
     keep_freed_memory() -> bool     serve blocks below 1 GiB from the heap and keep freed ones there
     release_free_memory() -> bool   hand the heap's free memory back to the kernel now (malloc_trim)

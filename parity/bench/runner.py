@@ -346,9 +346,10 @@ def _arm_record(state: _ArmState, workload: dict[str, Any], rates: dict[str, Any
 
 def sparse_input_ceiling(epoch_s: float, workload: dict[str, Any], gflops: float) -> dict[str, Any]:
     """How much faster a dense arm's epoch could get from sparse input at most: the epoch without its
-    first layer's two products (forward and weight gradient, timed at the framework's matmul rate),
-    i.e. with a sparse first layer that cost nothing. The rest (the decoder's products over every
-    item, the optimizer, the elementwise work) sparse input leaves as it is."""
+    first layer's two products (forward and weight gradient, timed at the framework's matmul rate).
+    The rest (the decoder's products over every item, the optimizer, the elementwise work) sparse
+    input leaves as it is. An upper bound: a sparse arm also pays for its layout of the nonzeros and
+    its own first layer (reports/bench-profile-cpu/sparse_ceiling.py measures what remains)."""
     first_layer_s = workload["flops"]["first_layer_epoch"] / (gflops * 1e9)
     rest_s = epoch_s - first_layer_s
     return {"first_layer_s": first_layer_s, "epoch_s": epoch_s,

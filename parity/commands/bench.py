@@ -145,7 +145,7 @@ def format_results(payload: dict[str, Any]) -> str:
             verdict = "not measured" if t["met"] is None else ("met" if t["met"] else "NOT MET")
             value = "-" if t["value"] is None else f"{t['value']:.2f}"
             ceiling = "" if t.get("ceiling") is None else (
-                f"; a sparse first layer that cost nothing would give {t['ceiling']:.2f} over {t['baseline']}")
+                f"; at most {t['ceiling']:.2f}: {t['baseline']} without its first layer's two products")
             out.append(f"  {t['workload']}: {t['target']}: {value} ({verdict}{ceiling})")
     out += ["", _trust_line(run_trust, "run trustworthy")]
     return "\n".join(out)

@@ -509,6 +509,6 @@ def test_the_measured_sparse_ceiling_times_a_free_first_layer_without_touching_t
         assert set(result["speedup_over_jax_scan"]) == {"jax-sparse", "jax-sparse-free"}
         loss = result["last_epoch_mean_loss"]
         # jax-sparse traced the real first layer (its own compiled program), the free arm the stand-in: after
-        # these tiny runs' two epochs the free arm's loss is off by 3e-4 (relative), the real one within 1e-5
+        # these tiny runs' two epochs the free arm's loss is off by 1.1e-3 (relative), the real one by 7e-8
         assert loss["jax-sparse"] == pytest.approx(loss["jax-scan"], rel=1e-5)
         assert abs(loss["jax-sparse-free"] - loss["jax-scan"]) > 1e-4 * abs(loss["jax-scan"])

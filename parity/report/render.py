@@ -676,7 +676,9 @@ def _heap(policy: dict[str, Any] | None) -> str:
     if not policy:
         return ""
     if policy.get("keeps_freed_memory"):
-        return " Heap: freed blocks kept for the next step (glibc, blocks below 1 GiB), as every command runs."
+        below = policy.get("threshold_bytes")
+        size = f", blocks below {below / 2**30:g} GiB" if below else ""
+        return f" Heap: freed blocks kept for the next step (glibc{size}), as every command runs."
     return " Heap: glibc's defaults (freed large blocks returned to the kernel)."
 
 

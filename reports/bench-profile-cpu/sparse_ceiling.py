@@ -29,14 +29,13 @@ import statistics
 import sys
 import time
 
-import jax
 import numpy as np
-from flax import nnx
 
-from jax_impl import models, sparse
-from jax_impl import train as jax_train
-from parity import allocator, stats, sysinfo
+from jax_impl import sparse
+from parity import allocator, convert, stats, sysinfo
+from parity.bench.arms import make_arm
 from parity.bench.runner import TINY, load_bench_data, preset_run
+from parity.data import batch_order, dense_rows, epoch_masks
 
 ARMS = ("jax-scan", "jax-sparse", "jax-sparse-free")
 
@@ -58,29 +57,27 @@ def first_layer(product):
 
 
 def measure(preset: str, data, epochs: int, seed: int = 0, hidden_cap: int | None = None) -> dict:
-    """Each arm's epoch seconds (the first, compiling, epoch left out) and jax-scan's over each sparse arm's."""
+    """Each arm's epoch seconds (the first, compiling, epoch left out) and jax-scan's over each sparse arm's.
+
+    The arms are the bench's own (`parity.bench.arms`), from the same weights, fed the bench's batches
+    and dropout masks; the free arm is a jax-sparse arm whose programs are traced with the stand-in (each
+    arm's session has its own optimizer, a static argument of its compiled programs, so it traces its own)."""
     run = preset_run(preset, data.n_items, hidden_cap=hidden_cap)
-    model_class = models.HyperbolicAutoEncoder if run.model.kind == "hae" else models.AutoEncoder
-    make_optimizer = jax_train.riemannian_optimizer if run.model.kind == "hae" else jax_train.euclidean_optimizer
-    # one optimizer object per arm: it is a static argument of the compiled programs, so each arm
-    # traces its own (the free arm's with the stand-in first layer)
-    trainers = {arm: jax_train.Trainer(model_class(run.model, rngs=nnx.Rngs(seed)), make_optimizer(run.optimizer))
-                for arm in ARMS}
-    dense = jax.numpy.asarray(np.asarray(data.matrix.todense(), np.float32))
-    rng = np.random.default_rng(seed)
+    weights = convert.init_weights(run.model, seed)
+    dense = dense_rows(data.matrix, np.arange(data.n_users), "float32")
+    arms = {arm: make_arm("jax-sparse" if arm == "jax-sparse-free" else arm, run, weights, "cpu") for arm in ARMS}
+    matrices = {arm: arms[arm].put_matrix(data.matrix, dense) for arm in ARMS}
     seconds: dict[str, list[float]] = {arm: [] for arm in ARMS}
     mean_loss: dict[str, float] = {}
-    batch_size = run.train.batch_size
     for epoch in range(epochs + 1):
-        order = rng.permutation(data.n_users)
-        batches = [order[i:i + batch_size] for i in range(0, data.n_users, batch_size)]
-        masks = jax_train.StepMasks(rng.random((data.n_users, data.n_items)) >= run.model.input_dropout)
-        for arm, trainer in trainers.items():
+        batches = batch_order(data.n_users, run.train.batch_size, seed, epoch)
+        masks = epoch_masks(run.model, run.train, seed, epoch, data.n_users)
+        for arm, bench_arm in arms.items():
             product = free_first_layer if arm == "jax-sparse-free" else sparse.matmul
             start = time.perf_counter()
             with first_layer(product):
-                losses = trainer.train_epoch(dense if arm == "jax-scan" else data.matrix, batches, masks)
-            seconds[arm].append(time.perf_counter() - start)  # train_epoch returns its losses: the epoch is done
+                losses = bench_arm.session.train_epoch(matrices[arm], batches, masks)  # host losses: synced
+            seconds[arm].append(time.perf_counter() - start)
             mean_loss[arm] = float(np.mean(losses))
         print(f"  {preset} epoch {epoch}: " + ", ".join(f"{arm} {seconds[arm][-1]:.3f} s" for arm in ARMS),
               file=sys.stderr)
@@ -88,10 +85,10 @@ def measure(preset: str, data, epochs: int, seed: int = 0, hidden_cap: int | Non
     return {
         "epoch_seconds": timed,
         "median_epoch_seconds": {arm: statistics.median(values) for arm, values in timed.items()},
-        # jax-sparse trains the same function as jax-scan (equal up to float32 rounding); the free arm does not
-        "last_epoch_mean_loss": mean_loss,
         "speedup_over_jax_scan": {arm: stats.paired_ratio(timed["jax-scan"], timed[arm])
                                   for arm in ("jax-sparse", "jax-sparse-free")},
+        # jax-sparse trains the same function as jax-scan (equal up to float32 rounding); the free arm does not
+        "last_epoch_mean_loss": mean_loss,
     }
 
 
